@@ -1,0 +1,518 @@
+"""Turn the audio bytes Telnyx's TTS WebSocket sends into s16le mono PCM at the pipeline's rate.
+
+The server does not always honour the requested ``audio_format``: some voices answer MP3 whatever
+was asked, some switch to raw PCM, some send WAV. So the bytes are sniffed instead of trusted.
+
+MP3 needs care because one synthesis can be several MP3 files back to back, each opening with an
+ID3v2 tag at the start of a WebSocket frame. An MPEG decoder fed the plain concatenation stumbles
+on the tag in the middle, so tags are cut out at chunk starts before the bytes reach the decoder.
+
+This module is sans-I/O: the caller feeds the decoded base64 payloads in arrival order and gets
+PCM back, so it can be tested and benchmarked without a socket or an event loop.
+
+Error policy: damaged data inside a stream that otherwise decodes is skipped (MP3 frames that fail
+to decode are dropped, logged once per stream), because a short gap beats a dead voice.
+:class:`AudioDecodeError` is raised only when nothing decodable can be recovered: a WAV header that
+is malformed or holds an encoding other than integer or float PCM, MP3 data of which
+:data:`MAX_UNDECODABLE_MP3_BYTES` in a row yield no audio, or a synthesis whose MP3 data never
+decoded at all (raised from :meth:`AudioDecoder.flush`). After it is raised the decoder is spent.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, TypeAlias
+
+import av
+import av.error
+import numpy as np
+import soxr
+from loguru import logger
+from numpy.typing import NDArray
+
+# A valid MP3 stream decodes within a couple of frames (at most 1441 bytes each); this much data
+# in a row without a single decoded frame means the stream is not MP3 we can play.
+MAX_UNDECODABLE_MP3_BYTES = 64 * 1024
+
+_ID3_MAGIC = b"ID3"
+_ID3_HEADER_LEN = 10
+_ID3_FOOTER_LEN = 10
+_ID3_FOOTER_FLAG = 0x10
+
+_WAV_FORMAT_PCM = 0x0001
+_WAV_FORMAT_FLOAT = 0x0003
+_WAV_FORMAT_EXTENSIBLE = 0xFFFE
+# Streamed WAV files are written before their length is known and carry one of these as the
+# data chunk size.
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+# A "fmt " chunk is 16 to 40 bytes; a larger size means a corrupt header, which must not make
+# the parser wait for gigabytes that will never come.
+_WAV_MAX_FMT_SIZE = 1024
+
+Pcm: TypeAlias = bytes | NDArray[np.int16]
+
+
+class AudioFormat(enum.Enum):
+    """What the server actually sent, as told by the bytes."""
+
+    MP3 = "mp3"
+    WAV = "wav"
+    PCM = "pcm"
+
+
+class AudioDecodeError(ValueError):
+    """The audio cannot be decoded and nothing playable can be recovered from it."""
+
+
+def sniff_audio_format(head: bytes) -> AudioFormat | None:
+    """Tell the format from the first bytes of a synthesis, or None if they cannot tell yet.
+
+    Only magic numbers are checked so the decision costs nothing and needs at most 4 bytes: an
+    ID3v2 tag or an MPEG Layer III frame header means MP3, "RIFF" means WAV, anything else is raw
+    PCM. A PCM stream opening with a sample that happens to look like an MPEG header would be
+    misread; TTS audio opens with near-silence, which never does.
+    """
+    if not head:
+        return None
+    for magic, audio_format in ((_ID3_MAGIC, AudioFormat.MP3), (b"RIFF", AudioFormat.WAV)):
+        if head.startswith(magic):
+            return audio_format
+        if magic.startswith(head):
+            return None
+    if head[0] == 0xFF:
+        return _sniff_mpeg_header(head)
+    return AudioFormat.PCM
+
+
+def _sniff_mpeg_header(head: bytes) -> AudioFormat | None:
+    """Decide MP3 vs PCM for a head opening with 0xFF by checking the MPEG header fields."""
+    if len(head) < 2:
+        return None
+    b1 = head[1]
+    sync_ok = b1 & 0xE0 == 0xE0
+    version_ok = b1 & 0x18 != 0x08  # 01 is the reserved version
+    layer3 = b1 & 0x06 == 0x02
+    if not (sync_ok and version_ok and layer3):
+        return AudioFormat.PCM
+    if len(head) < 3:
+        return None
+    bitrate_index, rate_index = head[2] >> 4, (head[2] >> 2) & 0x03
+    # Bitrate index 0 ("free format") is legal but no TTS server uses it; 15 and rate 3 are invalid.
+    if bitrate_index in (0, 15) or rate_index == 3:
+        return AudioFormat.PCM
+    return AudioFormat.MP3
+
+
+class _RateConverter:
+    """Brings mono s16 PCM from the source's rate, which may change mid-stream, to the output rate.
+
+    soxr's streaming resampler keeps its filter state between calls, so chunk edges leave no
+    trace. A rate change (a new MP3 file or WAV header at another rate) drains the old stream and
+    starts a new one, rather than feeding samples at the wrong rate.
+    """
+
+    def __init__(self, out_rate: int) -> None:
+        self._out_rate = out_rate
+        self.rate: int | None = None
+        self._resampler: soxr.ResampleStream | None = None
+
+    def convert(self, pcm: Pcm, rate: int) -> bytes:
+        drained = b""
+        if rate != self.rate:
+            drained = self.drain()
+            self.rate = rate
+            if rate != self._out_rate:
+                # HQ rather than pipecat's VHQ: its filter holds back a quarter as many samples
+                # (about 17 ms instead of 62 ms at 24 kHz -> 8 kHz), which is latency on every
+                # chunk, and the extra stop-band depth is inaudible on speech.
+                self._resampler = soxr.ResampleStream(
+                    rate, self._out_rate, 1, dtype="float32", quality="HQ"
+                )
+        if self._resampler is None:
+            return drained + (pcm if isinstance(pcm, bytes) else pcm.tobytes())
+        samples = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, bytes) else pcm
+        return drained + _to_s16(self._resampler.resample_chunk(samples.astype(np.float32)))
+
+    def drain(self) -> bytes:
+        """Return the samples the resampler's filter still holds and forget the resampler."""
+        if self._resampler is None:
+            return b""
+        tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._resampler = None
+        return _to_s16(tail)
+
+
+def _to_s16(samples: NDArray[np.float32]) -> bytes:
+    """Round resampled audio to s16 here rather than in soxr.
+
+    soxr's own int16 output is dithered per internal block, so the same audio cut into
+    different chunks would come out slightly different; rounding float output does not.
+    """
+    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16).tobytes()
+
+
+class _Stream(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _PcmStream:
+    """Raw s16le mono: only a sample split between two chunks needs holding back."""
+
+    def __init__(self, rate: int, converter: _RateConverter) -> None:
+        self._rate = rate
+        self._converter = converter
+        self._odd_byte = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._odd_byte:
+            chunk = self._odd_byte + chunk
+            self._odd_byte = b""
+        if len(chunk) % 2:
+            chunk, self._odd_byte = chunk[:-1], chunk[-1:]
+        return self._converter.convert(chunk, self._rate) if chunk else b""
+
+    def flush(self) -> bytes:
+        if self._odd_byte:
+            logger.debug("Telnyx TTS raw PCM ended with half a sample; dropping the odd byte")
+        return b""
+
+
+class _WavStream:
+    """WAV parsed as it streams: header chunks are read, the data chunk is passed through.
+
+    Chunk ids are walked rather than assuming a 44-byte header, because encoders put LIST or
+    fact chunks before the data. After a data chunk of known size the walk resumes, so a second
+    RIFF file sent back to back (the WAV counterpart of the multi-file MP3 case) is parsed too.
+    A data chunk of unknown size runs to the end of the stream, unless a later chunk starts with
+    a new RIFF/WAVE header.
+    """
+
+    def __init__(self, converter: _RateConverter) -> None:
+        self._converter = converter
+        self._buf = bytearray()  # bytes received but not yet consumed
+        self._skip = 0  # bytes of a non-audio chunk still to discard
+        self._in_data = False
+        self._data_left: int | None = None  # None: the data chunk runs to the end
+        self._data_pad = 0  # RIFF chunks are word aligned: an odd-sized chunk has a pad byte
+        self._format: tuple[int, int, int, int] | None = None  # tag, rate, channels, bits
+        self._partial_frame = b""
+        self._saw_data = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._in_data and self._data_left is None and _is_riff_wave(chunk):
+            self._in_data = False
+        self._buf += chunk
+        out: list[bytes] = []
+        while self._step(out):
+            pass
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        if not self._saw_data:
+            raise AudioDecodeError(
+                f"WAV stream ended before its data chunk ({len(self._buf)} header bytes pending)"
+            )
+        return b""
+
+    def _step(self, out: list[bytes]) -> bool:
+        """Consume what the state allows; False when more bytes are needed to go on."""
+        if self._in_data:
+            return self._pass_data(out)
+        if self._skip:
+            n = min(self._skip, len(self._buf))
+            del self._buf[:n]
+            self._skip -= n
+            return not self._skip
+        return self._parse_chunk_header()
+
+    def _pass_data(self, out: list[bytes]) -> bool:
+        if self._data_left is None:
+            take = len(self._buf)
+        else:
+            take = min(len(self._buf), self._data_left)
+            self._data_left -= take
+        if take:
+            out.append(self._to_pcm(bytes(self._buf[:take])))
+            del self._buf[:take]
+        if self._data_left == 0:
+            self._in_data = False
+            self._skip = self._data_pad
+            return True
+        return False
+
+    def _parse_chunk_header(self) -> bool:
+        if len(self._buf) < 8:
+            return False
+        chunk_id, size = bytes(self._buf[:4]), int.from_bytes(self._buf[4:8], "little")
+        if chunk_id == b"RIFF":
+            if len(self._buf) < 12:
+                return False
+            if self._buf[8:12] != b"WAVE":
+                raise AudioDecodeError(f"RIFF stream is not WAVE but {bytes(self._buf[8:12])!r}")
+            del self._buf[:12]
+            self._format = None
+        elif chunk_id == b"fmt ":
+            if not 16 <= size <= _WAV_MAX_FMT_SIZE:
+                raise AudioDecodeError(f"WAV fmt chunk has an impossible size of {size} bytes")
+            if len(self._buf) < 8 + size:
+                return False
+            self._format = _parse_wav_fmt(bytes(self._buf[8 : 8 + size]))
+            self._partial_frame = b""  # a new format starts on a frame boundary
+            del self._buf[: 8 + size + size % 2]
+            tag, rate, channels, bits = self._format
+            logger.debug(f"Telnyx TTS WAV: tag 0x{tag:04x}, {rate} Hz, {channels} ch, {bits} bit")
+        elif chunk_id == b"data":
+            if self._format is None:
+                raise AudioDecodeError("WAV data chunk comes before any fmt chunk")
+            del self._buf[:8]
+            self._in_data = self._saw_data = True
+            self._data_left = None if size in _WAV_UNKNOWN_SIZES else size
+            self._data_pad = size % 2
+        else:
+            del self._buf[:8]
+            self._skip = size + size % 2
+        return True
+
+    def _to_pcm(self, data: bytes) -> bytes:
+        assert self._format is not None  # a data chunk is only entered after fmt
+        tag, rate, channels, bits = self._format
+        frame_size = channels * bits // 8
+        if self._partial_frame:
+            data = self._partial_frame + data
+        whole = len(data) - len(data) % frame_size
+        data, self._partial_frame = data[:whole], data[whole:]
+        if not data:
+            return b""
+        if tag == _WAV_FORMAT_PCM and bits == 16 and channels == 1:
+            return self._converter.convert(data, rate)
+        return self._converter.convert(_wav_samples_to_mono_s16(data, tag, channels, bits), rate)
+
+
+def _is_riff_wave(chunk: bytes) -> bool:
+    return chunk[:4] == b"RIFF" and chunk[8:12] == b"WAVE"
+
+
+def _parse_wav_fmt(fmt: bytes) -> tuple[int, int, int, int]:
+    """Return (format tag, rate, channels, bits), rejecting encodings we cannot turn into PCM."""
+    tag = int.from_bytes(fmt[0:2], "little")
+    channels = int.from_bytes(fmt[2:4], "little")
+    rate = int.from_bytes(fmt[4:8], "little")
+    bits = int.from_bytes(fmt[14:16], "little")
+    if tag == _WAV_FORMAT_EXTENSIBLE and len(fmt) >= 26:
+        # The real format tag is the first two bytes of the SubFormat GUID.
+        tag = int.from_bytes(fmt[24:26], "little")
+    supported = (tag == _WAV_FORMAT_PCM and bits in (8, 16, 24, 32)) or (
+        tag == _WAV_FORMAT_FLOAT and bits == 32
+    )
+    if not supported or channels < 1 or rate < 1:
+        raise AudioDecodeError(
+            f"unsupported WAV encoding: format tag 0x{tag:04x}, {bits} bits, "
+            f"{channels} channels, {rate} Hz (integer PCM or 32-bit float expected)"
+        )
+    return tag, rate, channels, bits
+
+
+def _wav_samples_to_mono_s16(data: bytes, tag: int, channels: int, bits: int) -> NDArray[np.int16]:
+    if tag == _WAV_FORMAT_FLOAT:
+        floats = np.frombuffer(data, dtype="<f4")
+        samples = np.clip(floats * 32768.0, -32768, 32767).astype(np.int16)
+    elif bits == 8:  # 8-bit WAV is unsigned
+        samples = (np.frombuffer(data, dtype=np.uint8).astype(np.int16) - 128) << 8
+    else:
+        # Little-endian: the last two bytes of each sample are its top 16 bits.
+        width = bits // 8
+        top = np.frombuffer(data, dtype=np.uint8).reshape(-1, width)[:, width - 2 :]
+        samples = np.ascontiguousarray(top).view("<i2").reshape(-1)
+    if channels == 1:
+        return samples
+    return samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+
+
+def _id3_tag_length(header: bytes) -> int | None:
+    """Total length of the ID3v2 tag opening with this 10-byte header, or None if it is not one."""
+    version, revision, flags = header[3], header[4], header[5]
+    size_bytes = header[6:10]
+    if version not in (2, 3, 4) or revision == 0xFF or any(b & 0x80 for b in size_bytes):
+        return None
+    size = (size_bytes[0] << 21) | (size_bytes[1] << 14) | (size_bytes[2] << 7) | size_bytes[3]
+    footer = _ID3_FOOTER_LEN if flags & _ID3_FOOTER_FLAG else 0
+    return _ID3_HEADER_LEN + size + footer
+
+
+class _Mp3Stream:
+    """MP3 through FFmpeg's parser and fixed-point decoder, with ID3v2 tags cut out.
+
+    One codec context lives for the whole synthesis so the bit reservoir and the synthesis filter
+    carry across chunk and file boundaries: decoding chunk by chunk gives the same samples as
+    decoding everything at once. The fixed-point decoder ("mp3", not "mp3float") is used because
+    it already outputs s16, which is what the pipeline wants.
+    """
+
+    def __init__(self, converter: _RateConverter) -> None:
+        self._converter = converter
+        self._codec = av.CodecContext.create("mp3", "r")
+        self._id3_head = b""  # start of a possible ID3 header that a chunk ended inside
+        self._id3_skip = 0  # bytes of the current ID3 tag still to cut out
+        self._mpeg_bytes = 0
+        self._bytes_since_audio = 0
+        self._decoded_any = False
+        self._warned = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._id3_skip:
+            cut = min(self._id3_skip, len(chunk))
+            self._id3_skip -= cut
+            if self._id3_skip:
+                return b""
+            chunk = chunk[cut:]
+        data = self._strip_id3_at_file_start(self._id3_head + chunk)
+        if not data:
+            return b""
+        self._mpeg_bytes += len(data)
+        self._bytes_since_audio += len(data)
+        out = self._decode(self._codec.parse(data))
+        if self._bytes_since_audio > MAX_UNDECODABLE_MP3_BYTES:
+            raise AudioDecodeError(
+                f"MP3 data could not be decoded after {self._bytes_since_audio} bytes"
+            )
+        return out
+
+    def flush(self) -> bytes:
+        """Decode what is held back and check that the synthesis decoded at all.
+
+        FFmpeg's MPEG audio parser hands over each frame as soon as its last byte arrives and
+        the decoder has no delay, so the codec itself holds nothing to drain. Only a final
+        chunk shorter than an ID3 header, held in case it was one, is still undecoded.
+        """
+        out = self._decode(self._codec.parse(self._id3_head)) if self._id3_head else b""
+        if self._mpeg_bytes and not self._decoded_any:
+            raise AudioDecodeError(f"MP3 data could not be decoded after {self._mpeg_bytes} bytes")
+        return out
+
+    def _strip_id3_at_file_start(self, data: bytes) -> bytes:
+        """Cut the ID3v2 tags that open ``data``, which sits where a new MP3 file may start.
+
+        Returns the MPEG bytes that follow; a tag running past the end of ``data`` (or a header
+        split by it) is remembered so the next chunk continues cutting.
+        """
+        self._id3_head = b""
+        while data and data[:3] == _ID3_MAGIC[: len(data)]:
+            if len(data) < _ID3_HEADER_LEN:
+                self._id3_head = data
+                return b""
+            tag_length = _id3_tag_length(data[:_ID3_HEADER_LEN])
+            if tag_length is None:
+                break
+            if tag_length > len(data):
+                self._id3_skip = tag_length - len(data)
+                return b""
+            data = data[tag_length:]
+        return data
+
+    def _decode(self, packets: list[av.Packet]) -> bytes:
+        """Decode packets, grouping runs of equal rate so the resampler gets few, large calls."""
+        out: list[bytes] = []
+        run: list[NDArray[np.int16]] = []
+        run_rate = 0
+        for packet in packets:
+            try:
+                frames = self._codec.decode(packet)
+            except av.error.FFmpegError as exc:
+                self._report_bad_packet(exc)
+                continue
+            for frame in frames:
+                if frame.sample_rate != run_rate and run:
+                    out.append(self._converter.convert(np.concatenate(run), run_rate))
+                    run = []
+                run_rate = frame.sample_rate
+                planes = frame.to_ndarray()  # s16p: one row per channel
+                run.append(planes[0] if len(planes) == 1 else planes.mean(axis=0).astype(np.int16))
+                self._decoded_any = True
+                self._bytes_since_audio = 0
+        if run:
+            out.append(self._converter.convert(np.concatenate(run), run_rate))
+        return b"".join(out)
+
+    def _report_bad_packet(self, exc: av.error.FFmpegError) -> None:
+        if not self._warned:
+            logger.warning(f"Telnyx TTS: skipping MP3 data that does not decode ({exc})")
+            self._warned = True
+
+
+class AudioDecoder:
+    """Decode one synthesis (turn) of Telnyx TTS audio, whatever its format, into PCM.
+
+    Feed the payload of each audio frame in arrival order; each call returns the s16le mono PCM
+    at ``out_rate`` that can be produced so far, so playback can start with the first chunk. The
+    format is sniffed from the first bytes. Use a fresh decoder per synthesis: decoder and
+    resampler state (and the sniffed format) belong to one stream.
+    """
+
+    def __init__(self, *, pcm_rate: int, out_rate: int) -> None:
+        """``pcm_rate``: the rate that was requested, which raw PCM arrives at unlabelled.
+
+        ``out_rate``: the pipeline's rate; every format is resampled to it.
+        """
+        if pcm_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"rates must be positive, got pcm_rate={pcm_rate} out_rate={out_rate}")
+        self._pcm_rate = pcm_rate
+        self._converter = _RateConverter(out_rate)
+        self._head = b""  # bytes held until they tell the format (at most 3)
+        self._format: AudioFormat | None = None
+        self._stream: _Stream | None = None
+        self._finished = False
+
+    @property
+    def format(self) -> AudioFormat | None:
+        """The format the bytes turned out to be; None until enough have arrived to tell."""
+        return self._format
+
+    @property
+    def source_rate(self) -> int | None:
+        """Rate of the decoded audio before resampling; None until the first audio is decoded."""
+        return self._converter.rate
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Decode one chunk; returns the PCM available now, possibly b"".
+
+        Raises AudioDecodeError when the stream cannot be decoded at all (see the module doc).
+        """
+        if self._finished:
+            raise RuntimeError("AudioDecoder.feed() after flush(): use one decoder per synthesis")
+        if self._stream is None:
+            self._head += chunk
+            audio_format = sniff_audio_format(self._head)
+            if audio_format is None:
+                return b""
+            chunk, self._head = self._head, b""
+            self._stream = self._start(audio_format)
+        return self._stream.feed(chunk)
+
+    def flush(self) -> bytes:
+        """End the synthesis: return what the decoder and resampler still hold.
+
+        Raises AudioDecodeError if the synthesis held MP3 or WAV data none of which decoded.
+        """
+        if self._finished:
+            return b""
+        self._finished = True
+        out = b""
+        if self._stream is None:
+            if not self._head:
+                return b""
+            # Too short to be anything but PCM: the stream ended while still ambiguous.
+            self._stream = self._start(AudioFormat.PCM)
+            out = self._stream.feed(self._head)
+        out += self._stream.flush()
+        return out + self._converter.drain()
+
+    def _start(self, audio_format: AudioFormat) -> _Stream:
+        self._format = audio_format
+        logger.debug(f"Telnyx TTS audio is {audio_format.name}")
+        if audio_format is AudioFormat.MP3:
+            return _Mp3Stream(self._converter)
+        if audio_format is AudioFormat.WAV:
+            return _WavStream(self._converter)
+        return _PcmStream(self._pcm_rate, self._converter)
