@@ -1,0 +1,107 @@
+"""What to ask the server for, from settings: query parameters and the init frame.
+
+Kept apart from the service so the choices (format, rate, provider keys) can be tested without
+pipecat or a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from pipecat_telnyx_tts.protocol import ConnectParams, InitMessage, encode_client
+from pipecat_telnyx_tts.voices import ProviderFamily, VoiceId
+
+DECODABLE_FORMATS = ("linear16", "mp3", "wav")
+"""Formats the client can turn into PCM; the others Telnyx offers (mulaw, alaw, ogg) it cannot."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything fixed for the life of one socket."""
+
+    params: ConnectParams
+    init: InitMessage
+    pcm_rate: int
+    """The rate raw PCM arrives at, if raw PCM is what arrives."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Two sockets built from equal keys are interchangeable."""
+        return (self.params.to_query(), encode_client(self.init))
+
+
+def check_voice(voice: str) -> VoiceId:
+    """Parse a voice id, failing with what to fix for ids the WebSocket will never accept."""
+    vid = VoiceId.parse(voice)
+    family = vid.family
+    if family is not None and not family.websocket:
+        raise ValueError(
+            f"voice {voice!r} is a {family.name} voice, which Telnyx does not serve on the "
+            "streaming WebSocket (it answers 403); choose e.g. a Telnyx.NaturalHD voice"
+        )
+    if family is None:
+        logger.warning(
+            f"voice {voice!r}: provider/model not known to this plugin; "
+            "asking for Telnyx's default format and relying on audio detection"
+        )
+    return vid
+
+
+def choose_format(
+    family: ProviderFamily | None, out_rate: int, audio_format: str | None
+) -> tuple[str | None, int | None, int]:
+    """Pick ``(audio_format, sample_rate, pcm_rate)`` for a voice and the pipeline's output rate.
+
+    Raw PCM at the output rate costs nothing to deliver, so it is asked for wherever the voice
+    honours it; elsewhere MP3, decoded as it streams. A rate the provider does not accept is a
+    400 at the upgrade, so only accepted rates are ever sent.
+    """
+    if family is None:
+        return audio_format, None, out_rate
+    fmt = audio_format or ("linear16" if family.pcm else "mp3")
+    if fmt not in family.formats:
+        raise ValueError(
+            f"audio_format {fmt!r} is not offered by {family.name}; "
+            f"use one of {', '.join(sorted(f for f in family.formats if f in DECODABLE_FORMATS))}"
+        )
+    if out_rate in family.sample_rates:
+        rate = out_rate
+    else:
+        higher = [r for r in family.sample_rates if r >= out_rate]
+        rate = min(higher) if higher else max(family.sample_rates)
+    return fmt, rate, rate
+
+
+def voice_settings_for(
+    family: ProviderFamily | None, speed: float | None, voice_settings: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Map ``speed`` onto the provider's own key; explicit ``voice_settings`` win."""
+    merged: dict[str, Any] = {}
+    if speed is not None:
+        if family is not None and family.speed_key:
+            merged[family.speed_key] = speed
+        else:
+            name = family.name if family else "this provider"
+            logger.warning(f"{name} has no speed setting; speed={speed} is ignored")
+    if voice_settings:
+        merged.update(voice_settings)
+    return merged or None
+
+
+def build_request(
+    *,
+    voice: str,
+    out_rate: int,
+    audio_format: str | None,
+    speed: float | None,
+    voice_settings: dict[str, Any] | None,
+    language: str | None,
+) -> Request:
+    """The request for the current settings."""
+    family = VoiceId.parse(voice).family
+    fmt, rate, pcm_rate = choose_format(family, out_rate, audio_format)
+    params = ConnectParams(voice=voice, audio_format=fmt, sample_rate=rate, language=language)
+    return Request(params, InitMessage(voice_settings_for(family, speed, voice_settings)), pcm_rate)

@@ -1,0 +1,207 @@
+"""The lifecycle of one spoken turn on one socket, as plain code.
+
+One socket carries exactly one turn. Telnyx's audio carries no context id, so this is what makes
+attribution exact: every byte read from a socket belongs to the turn bound to it, and a turn that
+is interrupted is simply abandoned with its socket. What is left here is deciding which frames to
+send for the text that arrives, and when the server has finished, under both readings of the
+protocol (``shared/telnyx-tts-protocol.md`` §4):
+
+- observed: synthesis only on ``flush`` or end of sequence; ``isFinal`` only after end of
+  sequence; then the server closes.
+- documented: synthesis also at sentence ends; ``isFinal`` after every synthesis; the socket
+  stays open until end of sequence.
+
+Both readings agree that the server closes after answering end of sequence, so a turn is complete
+when that close arrives, or when a final frame that followed end of sequence is not followed by
+more audio within a short grace (a server that keeps the socket open). A final frame before end of
+sequence never ends a turn: under the documented reading it only closes one sentence.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from pipecat_telnyx_tts.protocol import (
+    AudioMessage,
+    ClientMessage,
+    EndMessage,
+    ErrorMessage,
+    FinalMessage,
+    ForceMessage,
+    ServerMessage,
+    TextMessage,
+)
+
+# Where a sentence ends inside streamed text: closing punctuation (and any closing quotes or
+# brackets) followed by whitespace, or a CJK full stop, which needs no space after it.
+_CLOSERS = "\"')\\]\u201d\u2019"
+_BOUNDARY = re.compile(rf"[.!?\u2026][{_CLOSERS}]*\s+|[\u3002\uff01\uff1f][{_CLOSERS}]*\s*")
+_ENDS_SENTENCE = re.compile(rf"[.!?\u2026\u3002\uff01\uff1f][{_CLOSERS}]*$")
+
+
+class Phase(enum.Enum):
+    """Where a turn is in its life."""
+
+    SPEAKING = "speaking"
+    """Text may still come."""
+    ENDING = "ending"
+    """End of sequence sent; waiting for the server to finish."""
+    DONE = "done"
+    """Finished, failed or abandoned: nothing more is sent or delivered."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Encoded audio to decode and deliver, in arrival order."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The server has delivered everything for the turn."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The turn ended because of an error; ``reason`` is for a person."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class FirstAudioLatency:
+    """The server's own ``timeToFirstAudioFrameMs`` for a synthesis."""
+
+    milliseconds: float
+    cached: bool
+
+
+Event = Audio | Finished | Failed | FirstAudioLatency
+
+
+class Turn:
+    """Decides what to send for a turn's text and what the server's frames mean for it.
+
+    ``token_mode`` says whether text arrives as LLM tokens (sentence ends must be found here)
+    or as whole sentences (each one is flushed as it comes).
+    """
+
+    def __init__(self, *, token_mode: bool) -> None:
+        self._token_mode = token_mode
+        self.phase = Phase.SPEAKING
+        self._held: str | None = None
+        self._sent_text = False
+        self._end_sent = False
+        self.awaiting_server = False
+        """True while a synthesis was asked for and the server has not answered since."""
+        self.final_after_end = False
+        """True once a final frame arrived after end of sequence (see ``Turn`` docstring)."""
+
+    @property
+    def sent_text(self) -> bool:
+        """Whether any text went out, so a force has something to stop."""
+        return self._sent_text
+
+    def text(self, text: str) -> list[ClientMessage]:
+        """The messages for newly arrived text.
+
+        Sentences are flushed as soon as they are known to be complete, which is what makes the
+        first audio come after the first sentence under the observed reading as well. In token
+        mode text that ends in sentence punctuation is held until the next token shows whether
+        the sentence really ended there ("3." in "3.5" did not), costing one token of delay only
+        at sentence ends; a sentence end inside a token is split off and flushed at once.
+        """
+        if self.phase is not Phase.SPEAKING or not text:
+            return []
+        if not self._token_mode:
+            return [self._text_message(text, flush=True)]
+        pending = (self._held or "") + text
+        self._held = None
+        out: list[ClientMessage] = []
+        boundaries = list(_BOUNDARY.finditer(pending))
+        if boundaries:
+            last = boundaries[-1]
+            out.append(self._text_message(pending[: last.end()], flush=True))
+            pending = pending[last.end() :]
+        if _ENDS_SENTENCE.search(pending):
+            self._held = pending
+        elif pending:
+            out.append(self._text_message(pending, flush=False))
+        return out
+
+    def end(self) -> list[ClientMessage]:
+        """The messages that finish the turn: any held text, flushed, then end of sequence."""
+        if self.phase is not Phase.SPEAKING:
+            return []
+        out: list[ClientMessage] = []
+        if self._held is not None:
+            out.append(self._text_message(self._held, flush=True))
+            self._held = None
+        out.append(EndMessage())
+        self._end_sent = True
+        self.awaiting_server = True
+        self.phase = Phase.ENDING
+        return out
+
+    def interrupt(self) -> list[ClientMessage]:
+        """Abandon the turn; a force goes out only if the server has anything to stop."""
+        was_live = self.phase is not Phase.DONE and self._sent_text
+        self.phase = Phase.DONE
+        self._held = None
+        return [ForceMessage()] if was_live else []
+
+    def on_message(self, message: ServerMessage) -> list[Event]:
+        """What a server frame means for the turn."""
+        if self.phase is Phase.DONE:
+            return []
+        self.awaiting_server = self.phase is Phase.ENDING
+        match message:
+            case ErrorMessage(error=error):
+                self.phase = Phase.DONE
+                return [Failed(f"Telnyx reported an error: {error}")]
+            case AudioMessage(audio=audio, cached=cached, time_to_first_audio_ms=ttfa):
+                events: list[Event] = []
+                if ttfa is not None:
+                    events.append(FirstAudioLatency(ttfa, cached))
+                if audio:
+                    self.final_after_end = False
+                    events.append(Audio(audio))
+                return events
+            case FinalMessage(audio=audio):
+                events = [Audio(audio)] if audio else []
+                if self._end_sent:
+                    self.final_after_end = True
+                return events
+        return []
+
+    def on_grace_expired(self) -> list[Event]:
+        """The grace after a post-end final passed with no more audio: the turn is complete."""
+        if self.phase is Phase.ENDING and self.final_after_end:
+            self.phase = Phase.DONE
+            return [Finished()]
+        return []
+
+    def on_closed(self, *, clean: bool, detail: str) -> list[Event]:
+        """The socket closed. After end of sequence a clean close is the normal end of a turn."""
+        if self.phase is Phase.DONE:
+            return []
+        ending = self.phase is Phase.ENDING
+        self.phase = Phase.DONE
+        if ending and clean:
+            return [Finished()]
+        return [Failed(f"the Telnyx connection ended before the turn finished ({detail})")]
+
+    def on_timeout(self, seconds: float) -> list[Event]:
+        """The server went silent for too long while it owed us audio."""
+        if self.phase is Phase.DONE:
+            return []
+        self.phase = Phase.DONE
+        return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due")]
+
+    def _text_message(self, text: str, *, flush: bool) -> TextMessage:
+        self._sent_text = True
+        self.awaiting_server = self.awaiting_server or flush
+        return TextMessage(text, flush=flush)

@@ -1,0 +1,253 @@
+"""The turn lifecycle and the request builder, without sockets."""
+
+import pytest
+
+from pipecat_telnyx_tts.protocol import (
+    AudioMessage,
+    EndMessage,
+    ErrorMessage,
+    FinalMessage,
+    ForceMessage,
+    TextMessage,
+)
+from pipecat_telnyx_tts.request import build_request, check_voice, choose_format
+from pipecat_telnyx_tts.turn import Audio, Failed, Finished, FirstAudioLatency, Phase, Turn
+from pipecat_telnyx_tts.voices import family_of
+
+
+def sent(turn: Turn, tokens: list[str]) -> list:
+    out = []
+    for token in tokens:
+        out.extend(turn.text(token))
+    return out
+
+
+def test_sentence_mode_flushes_every_sentence():
+    turn = Turn(token_mode=False)
+    assert turn.text("Hello there.") == [TextMessage("Hello there.", flush=True)]
+    assert turn.end() == [EndMessage()]
+    assert turn.phase is Phase.ENDING
+
+
+def test_token_mode_flushes_at_sentence_ends_only():
+    turn = Turn(token_mode=True)
+    out = sent(turn, ["Hello", ".", " How", " are", " you", "?"])
+    assert out == [
+        TextMessage("Hello"),
+        TextMessage(". ", flush=True),
+        TextMessage("How"),
+        TextMessage(" are"),
+        TextMessage(" you"),
+    ]
+    # The question mark is held until the turn ends, then flushed before end of sequence.
+    assert turn.end() == [TextMessage("?", flush=True), EndMessage()]
+
+
+def test_token_mode_does_not_flush_inside_a_number():
+    turn = Turn(token_mode=True)
+    out = sent(turn, ["Pi", " is", " 3", ".", "14", " roughly"])
+    assert not any(m.flush for m in out)
+    assert "".join(m.text for m in out) == "Pi is 3.14 roughly"
+
+
+def test_token_mode_splits_a_sentence_end_inside_a_token():
+    turn = Turn(token_mode=True)
+    assert turn.text('Done." Next') == [
+        TextMessage('Done." ', flush=True),
+        TextMessage("Next"),
+    ]
+
+
+def test_token_mode_cjk_full_stop_needs_no_space():
+    turn = Turn(token_mode=True)
+    assert sent(turn, ["好", "。", "你"]) == [
+        TextMessage("好"),
+        TextMessage("。", flush=True),
+        TextMessage("你"),
+    ]
+
+
+def test_no_text_is_lost_in_token_mode():
+    tokens = ["A", " b", ".", " C", "!", "\u201d", " d", "?", "e"]
+    turn = Turn(token_mode=True)
+    out = sent(turn, tokens) + turn.end()
+    assert "".join(m.text for m in out if isinstance(m, TextMessage)) == "".join(tokens)
+
+
+def test_empty_text_sends_nothing():
+    turn = Turn(token_mode=True)
+    assert turn.text("") == []
+    assert not turn.sent_text
+
+
+def test_a_final_before_end_of_sequence_does_not_end_the_turn():
+    # Documented reading: a final frame after each synthesis.
+    turn = Turn(token_mode=False)
+    turn.text("One.")
+    assert turn.on_message(FinalMessage()) == []
+    assert turn.phase is Phase.SPEAKING
+    turn.text("Two.")
+    turn.end()
+    assert turn.on_message(FinalMessage()) == []
+    assert turn.final_after_end
+    # More audio after that final means it closed a sentence, not the turn.
+    assert turn.on_message(AudioMessage(b"x")) == [Audio(b"x")]
+    assert not turn.final_after_end
+    assert turn.on_closed(clean=True, detail="close code 1000") == [Finished()]
+
+
+def test_clean_close_after_end_of_sequence_finishes_the_turn():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    turn.end()
+    assert turn.on_closed(clean=True, detail="1000") == [Finished()]
+    assert turn.phase is Phase.DONE
+
+
+def test_close_before_end_of_sequence_is_a_failure():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    events = turn.on_closed(clean=True, detail="close code 1000: inactivity timeout")
+    assert events == [
+        Failed(
+            "the Telnyx connection ended before the turn finished "
+            "(close code 1000: inactivity timeout)"
+        )
+    ]
+
+
+def test_grace_after_final_finishes_a_server_that_never_closes():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    assert turn.on_grace_expired() == []
+    turn.end()
+    turn.on_message(FinalMessage())
+    assert turn.on_grace_expired() == [Finished()]
+
+
+def test_error_frame_fails_the_turn_and_later_frames_are_ignored():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    assert turn.on_message(ErrorMessage("Error in audio response")) == [
+        Failed("Telnyx reported an error: Error in audio response")
+    ]
+    assert turn.on_message(AudioMessage(b"late")) == []
+    assert turn.text("More.") == []
+
+
+def test_interrupt_sends_force_only_when_text_went_out():
+    idle = Turn(token_mode=False)
+    assert idle.interrupt() == []
+    busy = Turn(token_mode=False)
+    busy.text("Hi.")
+    assert busy.interrupt() == [ForceMessage()]
+    assert busy.on_message(AudioMessage(b"stale")) == []
+    assert busy.interrupt() == []
+
+
+def test_first_audio_latency_is_reported():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    assert turn.on_message(AudioMessage(b"a", None, True, 245)) == [
+        FirstAudioLatency(245, True),
+        Audio(b"a"),
+    ]
+
+
+def test_awaiting_server_tracks_unanswered_flushes():
+    turn = Turn(token_mode=True)
+    turn.text("Hello")
+    assert not turn.awaiting_server
+    turn.text(". Next")
+    assert turn.awaiting_server
+    turn.on_message(AudioMessage(b"a"))
+    assert not turn.awaiting_server
+    turn.end()
+    assert turn.awaiting_server
+    turn.on_message(AudioMessage(b"a"))
+    assert turn.awaiting_server
+
+
+def test_timeout_fails_once():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    assert turn.on_timeout(10) == [Failed("Telnyx sent nothing for 10 s while audio was due")]
+    assert turn.on_timeout(10) == []
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def test_pcm_at_the_output_rate_where_the_voice_honours_it():
+    assert choose_format(family_of("Telnyx.NaturalHD.astra"), 8000, None) == (
+        "linear16",
+        8000,
+        8000,
+    )
+    # Polly has no 48 kHz: the nearest higher rate is none, so its highest.
+    assert choose_format(family_of("aws.Polly.Neural.Joanna"), 48000, None) == (
+        "linear16",
+        24000,
+        24000,
+    )
+    # Minimax has no 11025: the next rate up.
+    assert choose_format(family_of("Minimax.m.v"), 11025, None) == ("linear16", 16000, 16000)
+
+
+def test_mp3_where_the_voice_ignores_or_lacks_linear16():
+    assert choose_format(family_of("Telnyx.KokoroTTS.af_heart"), 8000, None)[0] == "mp3"
+    assert choose_format(family_of("Resemble.Turbo.Aaron"), 16000, None)[0] == "mp3"
+
+
+def test_a_format_the_provider_lacks_is_refused():
+    with pytest.raises(ValueError, match="not offered by Resemble"):
+        choose_format(family_of("Resemble.Turbo.Aaron"), 16000, "linear16")
+
+
+def test_speed_maps_to_the_provider_key_and_voice_settings_win():
+    natural = build_request(
+        voice="Telnyx.NaturalHD.astra",
+        out_rate=16000,
+        audio_format=None,
+        speed=1.2,
+        voice_settings=None,
+        language=None,
+    )
+    assert natural.init.voice_settings == {"voice_speed": 1.2}
+    minimax = build_request(
+        voice="Minimax.speech-2.8-turbo.v",
+        out_rate=16000,
+        audio_format=None,
+        speed=0.9,
+        voice_settings={"speed": 1.5, "pitch": 2},
+        language="en-US",
+    )
+    assert minimax.init.voice_settings == {"speed": 1.5, "pitch": 2}
+    assert minimax.params.language == "en-US"
+
+
+def test_speed_on_a_provider_without_one_is_dropped_with_a_warning(caplog):
+    from loguru import logger
+
+    messages: list[str] = []
+    handle = logger.add(messages.append, level="WARNING")
+    try:
+        req = build_request(
+            voice="Telnyx.KokoroTTS.af_heart",
+            out_rate=24000,
+            audio_format=None,
+            speed=1.3,
+            voice_settings=None,
+            language=None,
+        )
+    finally:
+        logger.remove(handle)
+    assert req.init.voice_settings is None
+    assert any("no speed setting" in m for m in messages)
+
+
+def test_ultra_and_malformed_voices_fail_at_construction():
+    with pytest.raises(ValueError, match="does not serve on the streaming WebSocket"):
+        check_voice("Telnyx.Ultra.x")
+    with pytest.raises(ValueError, match="three parts"):
+        check_voice("astra")
