@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -92,7 +93,7 @@ class ConnectParams:
 
 def _parse_param(name: str, value: str) -> Any:
     if name == "sample_rate":
-        if not value.isdigit() or int(value) <= 0:
+        if not (value.isascii() and value.isdigit()) or int(value) <= 0:
             raise ProtocolError(f"sample_rate must be a positive integer, got {value!r}")
         return int(value)
     if name == "inactivity_timeout":
@@ -100,7 +101,7 @@ def _parse_param(name: str, value: str) -> Any:
             seconds = float(value)
         except ValueError:
             raise ProtocolError(f"inactivity_timeout must be a number, got {value!r}") from None
-        if seconds <= 0:
+        if not math.isfinite(seconds) or seconds <= 0:
             raise ProtocolError(f"inactivity_timeout must be positive, got {value!r}")
         return seconds
     if name == "disable_cache":

@@ -66,6 +66,9 @@ def test_unknown_parameters_are_ignored():
     [
         ("sample_rate=fast", "sample_rate must be a positive integer"),
         ("sample_rate=0", "sample_rate must be a positive integer"),
+        ("sample_rate=%C2%B2", "sample_rate must be a positive integer"),
+        ("inactivity_timeout=nan", "inactivity_timeout must be positive"),
+        ("inactivity_timeout=inf", "inactivity_timeout must be positive"),
         ("disable_cache=yes", "disable_cache must be 'true' or 'false'"),
         ("audio_format=flac", "audio_format 'flac' is not one of"),
         ("text_type=html", "text_type must be 'text' or 'ssml'"),
