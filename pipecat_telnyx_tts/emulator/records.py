@@ -1,0 +1,65 @@
+"""What the emulator saw and did, kept for tests and benchmarks to assert on.
+
+Times are ``time.perf_counter()`` values so that a test can compare them with its own clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipecat_telnyx_tts.protocol import ClientMessage, ConnectParams, ServerMessage
+
+REDACTED = "REDACTED"
+
+
+@dataclass
+class FrameRecord:
+    """One WebSocket frame; ``message`` is None when the frame did not parse."""
+
+    t: float
+    raw: str
+    message: ClientMessage | ServerMessage | None
+
+
+@dataclass
+class SynthesisRecord:
+    """One synthesis, from the frame that triggered it to its last frame out."""
+
+    text: str
+    started_at: float
+    """When the triggering frame arrived; ``timeToFirstAudioFrameMs`` counts from here."""
+    first_audio_at: float | None = None
+    finished_at: float | None = None
+    chunks_sent: int = 0
+    """Frames carrying audio that went out (the text-bearing frame counts if it carries audio)."""
+    audio_seconds: float = 0.0
+    """Length of the synthesized PCM, before any MP3 encoder delay or padding."""
+    cached: bool = False
+    forced: bool = False
+    """Interrupted by ``{"force": true}``, or dropped from the queue by it before it started."""
+    mp3: bool = False
+    sample_rate: int = 0
+
+
+@dataclass
+class ConnectionRecord:
+    """One upgrade request to anything but the voices endpoint, accepted or refused."""
+
+    index: int
+    """1-based, in accept order; also the sample value of the marker signal on this socket."""
+    path: str
+    query: str
+    params: ConnectParams | None
+    headers: dict[str, str]
+    """Request headers; the Authorization credential is replaced by ``REDACTED``."""
+    status: int
+    """101 when upgraded, else the refusal status (0 while the upgrade is pending)."""
+    opened_at: float
+    closed_at: float | None = None
+    close_code: int | None = None
+    """The code of the closing handshake (the server's when it closed first); 1006 for an
+    abrupt end without one; None for refused upgrades."""
+    close_reason: str | None = None
+    received: list[FrameRecord] = field(default_factory=list)
+    sent: list[FrameRecord] = field(default_factory=list)
+    syntheses: list[SynthesisRecord] = field(default_factory=list)

@@ -1,0 +1,437 @@
+"""Audio for the emulator: text clean-up, PCM synthesis, encoding and chunking. No I/O.
+
+Everything here is plain and synchronous; the server runs ``render`` in a thread so that the
+event loop keeps serving while espeak-ng or LAME work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import itertools
+import math
+import random
+import re
+import threading
+import unicodedata
+import wave
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from loguru import logger
+
+from pipecat_telnyx_tts.emulator.config import Signal
+from pipecat_telnyx_tts.protocol import ConnectParams
+from pipecat_telnyx_tts.voices import ProviderFamily
+
+Encoding = Literal["mp3", "linear16", "wav", "mulaw", "alaw"]
+Pcm = npt.NDArray[np.int16]
+
+MPEG_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+CHARS_PER_SECOND = 14.5
+"""Speaking rate of the tone and marker signals, in the 13-16 characters per second of speech."""
+TAIL_SECONDS = 0.15
+"""Trailing near-silence after the last syllable, as real TTS leaves."""
+ID3_ENCODER = "pipecat-telnyx-tts emulator (LAME)"
+
+# --------------------------------------------------------------------------- text
+
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_HEADER = re.compile(r"(^|\s)#{1,6}(?=\s|$)", re.MULTILINE)
+_EMPHASIS = re.compile(r"\*\*|__|~~|`+|\*")
+_SSML_TAG = re.compile(r"<[^>]*>")
+
+
+def strip_markdown(text: str) -> str:
+    """What Telnyx removes before synthesis: links (keeping their text), headers, emphasis,
+    code ticks and emoji."""
+    text = _LINK.sub(r"\1", text)
+    text = _HEADER.sub(r"\1", text)
+    text = _EMPHASIS.sub("", text)
+    # Emoji and pictographs are "other symbol"; joiners and variation selectors glue them.
+    return "".join(
+        c for c in text if unicodedata.category(c) != "So" and c not in "\u200d\ufe0e\ufe0f"
+    )
+
+
+def spoken_text(text: str, ssml: bool = False) -> str:
+    """The words that will be voiced; empty when there is nothing to say."""
+    plain = _SSML_TAG.sub(" ", text) if ssml else strip_markdown(text)
+    return " ".join(plain.split())
+
+
+def speech_seconds(spoken: str, speed: float = 1.0) -> float:
+    """Length of the tone and marker signals: a function of the text alone, plus speed."""
+    if not spoken:
+        return 0.0
+    return len(spoken) / CHARS_PER_SECOND / speed + TAIL_SECONDS
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What goes on the wire for a socket: decided once at connect from the voice and query."""
+
+    encoding: Encoding
+    sample_rate: int
+
+    @property
+    def mp3(self) -> bool:
+        return self.encoding == "mp3"
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 1 if self.encoding in ("mulaw", "alaw") else 2
+
+
+def mp3_rate(rate: int) -> int:
+    """The MPEG rate an encoder would use for ``rate``: MP3 has no 96 kHz, for one."""
+    return max((r for r in MPEG_RATES if r <= rate), default=MPEG_RATES[0])
+
+
+def output_format(family: ProviderFamily, params: ConnectParams, signal: Signal) -> OutputFormat:
+    """The format the service answers in, which is not always the one asked for."""
+    rate = params.sample_rate or family.default_rate
+    if signal is Signal.MARKER:
+        # The marker value must reach the client sample for sample; a lossy codec would blur it.
+        return OutputFormat("linear16", rate)
+    if not family.honours_format:
+        return OutputFormat("mp3", mp3_rate(family.mp3_rate or rate))
+    match params.audio_format:
+        case "linear16" if family.pcm:
+            return OutputFormat("linear16", rate)
+        case "wav":
+            return OutputFormat("wav", rate)
+        case "mulaw":
+            return OutputFormat("mulaw", rate)
+        case "alaw":
+            return OutputFormat("alaw", rate)
+        case _:
+            # mp3, no format, and ogg_vorbis, which needs an encoder this package does not ship:
+            # MP3 then, which a client that sniffs what arrives (as it must, reference §5) plays.
+            return OutputFormat("mp3", mp3_rate(rate))
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def tone_pcm(spoken: str, rate: int, seconds: float) -> Pcm:
+    """A voiced-sounding signal: a gliding pitch with a few harmonics, pulsed at syllable rate.
+
+    It depends on the text only, so equal text gives equal audio, and it is loud enough for a
+    voice-activity detector to call it speech.
+    """
+    n = round(seconds * rate)
+    if n == 0:
+        return np.zeros(0, dtype=np.int16)
+    t = np.arange(n) / rate
+    phase = (zlib.crc32(spoken.encode()) % 628) / 100
+    f0 = 120.0 + 25.0 * np.sin(2 * np.pi * 0.8 * t + phase)
+    pitch_phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = sum(0.6**k * np.sin((k + 1) * pitch_phase) for k in range(4))
+    syllables = 0.55 - 0.45 * np.cos(2 * np.pi * 4.0 * t)
+    speaking = np.clip((seconds - TAIL_SECONDS - t) / 0.05, 0.0, 1.0)
+    signal = voiced * syllables * speaking
+    peak = float(np.max(np.abs(signal))) or 1.0
+    return (signal / peak * 0.3 * 32767).astype(np.int16)
+
+
+def marker_pcm(rate: int, seconds: float, value: int) -> Pcm:
+    """Every sample is ``value``: the connection index, so bytes can be traced to their socket."""
+    return np.full(round(seconds * rate), value, dtype=np.int16)
+
+
+class _Espeak:
+    """espeak-ng through ctypes, from the espeakng-loader wheel.
+
+    The library keeps global state (voice, rate, callback), so calls are serialized with a lock;
+    it is loaded lazily, once, so that servers that never speak start fast.
+    """
+
+    _OUTPUT_SYNCHRONOUS = 0x02
+    _CHARS_UTF8 = 0x01
+    _SSML = 0x10
+    _RATE = 1
+    _WORDS_PER_MINUTE = 145
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lib: ctypes.CDLL | None = None
+        self._rate = 0
+        self._failed = False
+        self._pieces: list[bytes] = []
+        callback_type = ctypes.CFUNCTYPE(
+            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+        )
+        # Held on the instance: ctypes callbacks must outlive every call into the library.
+        self._callback = callback_type(self._collect)
+
+    def _collect(self, wav: ctypes._Pointer[ctypes.c_short], count: int, _events: int) -> int:
+        if count > 0:
+            self._pieces.append(ctypes.string_at(wav, count * 2))
+        return 0
+
+    def _load(self) -> ctypes.CDLL | None:
+        if self._lib is not None or self._failed:
+            return self._lib
+        try:
+            import espeakng_loader
+
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            lib.espeak_Initialize.argtypes = [
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+            ]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_size_t,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            data = espeakng_loader.get_data_path().encode()
+            rate = lib.espeak_Initialize(self._OUTPUT_SYNCHRONOUS, 0, data, 0)
+            if rate <= 0:
+                raise RuntimeError(f"espeak_Initialize returned {rate}")
+            lib.espeak_SetSynthCallback(self._callback)
+        except Exception as e:
+            logger.warning(f"espeak-ng is not usable ({e}); the emulator falls back to a tone")
+            self._failed = True
+            return None
+        self._lib, self._rate = lib, rate
+        return lib
+
+    def available(self) -> bool:
+        with self._lock:
+            return self._load() is not None
+
+    def synthesize(self, text: str, language: str | None, speed: float, ssml: bool) -> Pcm:
+        """Speech for ``text`` at the library's own rate (see ``rate``)."""
+        with self._lock:
+            lib = self._load()
+            if lib is None:
+                raise RuntimeError("espeak-ng is not available")
+            self._select_voice(lib, language)
+            lib.espeak_SetParameter(self._RATE, round(self._WORDS_PER_MINUTE * speed), 0)
+            self._pieces = []
+            data = text.encode() + b"\0"
+            flags = self._CHARS_UTF8 | (self._SSML if ssml else 0)
+            status = lib.espeak_Synth(data, len(data), 0, 0, 0, flags, None, None)
+            lib.espeak_Synchronize()
+            if status != 0:
+                raise RuntimeError(f"espeak_Synth failed with status {status}")
+            return np.frombuffer(b"".join(self._pieces), dtype=np.int16).copy()
+
+    @property
+    def rate(self) -> int:
+        return self._rate
+
+    @staticmethod
+    def _select_voice(lib: ctypes.CDLL, language: str | None) -> None:
+        tag = (language or "en").lower()
+        for name in (tag, tag.split("-")[0], "en"):
+            if lib.espeak_SetVoiceByName(name.encode()) == 0:
+                return
+
+
+ESPEAK = _Espeak()
+
+
+def resolve_signal(signal: Signal) -> Signal:
+    """``auto`` becomes speech if espeak-ng works here, else tone."""
+    if signal is Signal.AUTO:
+        return Signal.SPEECH if ESPEAK.available() else Signal.TONE
+    return signal
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def syncsafe(n: int) -> bytes:
+    """ID3v2 size: four bytes of seven bits each, so no byte looks like an MPEG sync."""
+    return bytes((n >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+
+def id3v24_tag(encoder: str = ID3_ENCODER) -> bytes:
+    """A minimal ID3v2.4 tag with one TSSE (encoder settings) frame, UTF-8."""
+    payload = b"\x03" + encoder.encode()
+    frame = b"TSSE" + syncsafe(len(payload)) + b"\x00\x00" + payload
+    return b"ID3\x04\x00\x00" + syncsafe(len(frame)) + frame
+
+
+def mp3_bitrate(rate: int) -> int:
+    """kbit/s: modest, like a telephony-minded TTS, and valid for the MPEG version of ``rate``."""
+    return 64 if rate >= 32000 else 48
+
+
+def encode_mp3(pcm: Pcm, rate: int) -> bytes:
+    """One complete MP3 file: its own ID3v2.4 tag, then LAME's frames, mono."""
+    try:
+        import lameenc
+    except ImportError:
+        raise RuntimeError(
+            "MP3 output needs lameenc: pip install 'pipecat-telnyx-tts[emulator]'"
+        ) from None
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(mp3_bitrate(rate))
+    encoder.set_in_sample_rate(rate)
+    # Pinned, or LAME picks a lower output rate for low bitrates and the rate would not be the
+    # one the voice is documented to use.
+    encoder.set_out_sample_rate(rate)
+    encoder.set_channels(1)
+    encoder.set_quality(5)
+    body = bytes(encoder.encode(pcm.astype("<i2").tobytes())) + bytes(encoder.flush())
+    return id3v24_tag() + body
+
+
+def encode_wav(pcm: Pcm, rate: int) -> bytes:
+    """One RIFF/WAVE file per synthesis, like the MP3 case: a header at a frame start."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def encode_mulaw(pcm: Pcm) -> bytes:
+    """G.711 mu-law (the classic segment encoder)."""
+    x = pcm.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(x), 32635) + 0x84
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def encode_alaw(pcm: Pcm) -> bytes:
+    """G.711 A-law (the classic segment encoder)."""
+    x = pcm.astype(np.int32) >> 3
+    mask = np.where(x >= 0, 0xD5, 0x55)
+    magnitude = np.where(x >= 0, x, -x - 1)
+    segment = np.where(magnitude < 32, 0, np.floor(np.log2(np.maximum(magnitude, 1))) - 4)
+    segment = segment.astype(np.int32)
+    shift = np.where(segment < 2, 1, segment)
+    value = (segment << 4) | ((magnitude >> shift) & 0x0F)
+    return ((value ^ mask) & 0xFF).astype(np.uint8).tobytes()
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """Everything that decides the audio of one synthesis."""
+
+    text: str
+    fmt: OutputFormat
+    signal: Signal
+    speed: float = 1.0
+    language: str | None = None
+    ssml: bool = False
+    marker: int = 1
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """The encoded audio of one synthesis (empty when there was nothing to say)."""
+
+    data: bytes
+    audio_seconds: float
+    fmt: OutputFormat
+
+
+def synthesize_pcm(request: SynthesisRequest) -> Pcm:
+    """Mono int16 PCM at the output rate."""
+    spoken = spoken_text(request.text, request.ssml)
+    rate = request.fmt.sample_rate
+    if not spoken:
+        return np.zeros(0, dtype=np.int16)
+    signal = resolve_signal(request.signal)
+    if signal is Signal.SPEECH:
+        source = request.text if request.ssml else spoken
+        pcm = ESPEAK.synthesize(source, request.language, request.speed, request.ssml)
+        if ESPEAK.rate != rate and len(pcm):
+            import soxr
+
+            pcm = soxr.resample(pcm, ESPEAK.rate, rate).astype(np.int16)
+        return pcm
+    seconds = speech_seconds(spoken, request.speed)
+    if signal is Signal.MARKER:
+        return marker_pcm(rate, seconds, request.marker)
+    return tone_pcm(spoken, rate, seconds)
+
+
+def render(request: SynthesisRequest) -> Rendition:
+    """Synthesize and encode one synthesis as one file (MP3, WAV) or one raw stream."""
+    pcm = synthesize_pcm(request)
+    fmt = request.fmt
+    seconds = len(pcm) / fmt.sample_rate
+    if len(pcm) == 0:
+        return Rendition(b"", 0.0, fmt)
+    match fmt.encoding:
+        case "mp3":
+            data = encode_mp3(pcm, fmt.sample_rate)
+        case "wav":
+            data = encode_wav(pcm, fmt.sample_rate)
+        case "mulaw":
+            data = encode_mulaw(pcm)
+        case "alaw":
+            data = encode_alaw(pcm)
+        case "linear16":
+            data = pcm.astype("<i2").tobytes()
+    return Rendition(data, seconds, fmt)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a rendition for one frame, and how much audio is complete at its end."""
+
+    data: bytes
+    end_seconds: float
+
+
+def split_chunks(rendition: Rendition, chunk_ms: int, rng: random.Random) -> list[Chunk]:
+    """Cut a rendition into frame payloads of about ``chunk_ms`` of audio each.
+
+    MP3 is cut at random byte offsets, not at MPEG frame boundaries, as Telnyx does: a client
+    must buffer across frames. Raw and WAV audio is cut on sample boundaries.
+    """
+    data, fmt = rendition.data, rendition.fmt
+    if not data:
+        return []
+    chunk_seconds = max(chunk_ms, 1) / 1000
+    if fmt.mp3:
+        target = mp3_bitrate(fmt.sample_rate) * 1000 / 8 * chunk_seconds
+        first = len(id3v24_tag()) + 1
+        cuts: list[int] = []
+        position = 0
+        while True:
+            position += max(first, math.ceil(target * rng.uniform(0.5, 1.5)))
+            first = 1
+            if position >= len(data):
+                break
+            cuts.append(position)
+        header = 0
+    else:
+        header = 44 if fmt.encoding == "wav" else 0
+        step = max(1, round(fmt.sample_rate * chunk_seconds)) * fmt.bytes_per_sample
+        cuts = list(range(header + step, len(data), step))
+    bounds = [0, *cuts, len(data)]
+    body = len(data) - header
+    return [
+        Chunk(data[a:b], rendition.audio_seconds * (b - header) / body)
+        for a, b in itertools.pairwise(bounds)
+    ]
