@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
+from loguru import logger
 from pipecat.frames.frames import (
     InterruptionFrame,
     LLMFullResponseEndFrame,
@@ -428,3 +430,21 @@ async def test_audio_frames_are_never_empty():
         down, _ = await run(tts, llm_turn("Short."), 16000)
         assert all(isinstance(f, TTSAudioRawFrame) and f.audio for f in audio_frames(down))
         await asyncio.sleep(0)
+
+
+async def test_the_api_key_never_reaches_any_log(caplog):
+    secret = "KEY0123456789SECRET"
+    lines: list[str] = []
+    handle = logger.add(lines.append, level="TRACE")
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with TelnyxEmulator(api_key="another-key") as emu:
+            tts = TelnyxTTSService(api_key=secret, url=emu.url)
+            _, up = await run(tts, [*llm_turn("Hello."), SleepFrame(0.3)])
+    finally:
+        logger.remove(handle)
+    assert errors(up), "the refused key must surface as an error"
+    assert lines and caplog.records
+    assert not [line for line in lines if secret in line]
+    assert not [r for r in caplog.records if secret in r.getMessage()]
+    assert all(secret not in e.error for e in errors(up))

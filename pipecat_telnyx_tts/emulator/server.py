@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import random
 import time
 import weakref
@@ -71,6 +72,11 @@ CLOSE_TIMEOUT = 2.0
 SPEED_RANGE = (0.5, 2.0)
 
 T = TypeVar("T")
+
+
+# websockets logs request headers, the bearer token among them, at DEBUG; this logger never does.
+_WS_LOGGER = logging.getLogger("pipecat_telnyx_tts.emulator.websockets")
+_WS_LOGGER.setLevel(logging.INFO)
 
 
 class TelnyxEmulator:
@@ -161,6 +167,7 @@ class TelnyxEmulator:
             open_timeout=None,
             close_timeout=CLOSE_TIMEOUT,
             create_connection=_tracking_connection(self._open),
+            logger=_WS_LOGGER,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info(f"Telnyx TTS emulator listening on {self.url}")
