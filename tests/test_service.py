@@ -13,13 +13,16 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    MetricsFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSTextFrame,
     TTSUpdateSettingsFrame,
 )
+from pipecat.metrics.metrics import TTFBMetricsData, TTSUsageMetricsData
+from pipecat.pipeline.task import PipelineParams
 from pipecat.services.tts_service import TextAggregationMode
-from pipecat.tests.utils import SleepFrame
+from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
@@ -448,3 +451,28 @@ async def test_the_api_key_never_reaches_any_log(caplog):
     assert not [line for line in lines if secret in line]
     assert not [r for r in caplog.records if secret in r.getMessage()]
     assert all(secret not in e.error for e in errors(up))
+
+
+async def test_ttfb_and_character_usage_go_through_pipecat_metrics():
+    lines: list[str] = []
+    handle = logger.add(lines.append, level="DEBUG")
+    try:
+        async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.05)) as emu:
+            tts = make_tts(emu)
+            params = PipelineParams(
+                audio_out_sample_rate=16000, enable_metrics=True, enable_usage_metrics=True
+            )
+            down, _ = await run_test(
+                tts,
+                frames_to_send=llm_turn("Count these words. ", "And these."),
+                pipeline_params=params,
+            )
+    finally:
+        logger.remove(handle)
+    data = [d for f in down if isinstance(f, MetricsFrame) for d in f.data]
+    # pipecat reports a zero TTFB at start; the turn's own measurement follows.
+    ttfb = [d.value for d in data if isinstance(d, TTFBMetricsData) and d.value > 0]
+    usage = [d.value for d in data if isinstance(d, TTSUsageMetricsData)]
+    assert len(ttfb) == 1 and 0.05 <= ttfb[0] < 2.0
+    assert sum(usage) == len("Count these words.") + len("And these.")
+    assert any("timeToFirstAudioFrameMs" in line for line in lines)
