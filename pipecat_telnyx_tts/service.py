@@ -159,6 +159,10 @@ class TelnyxTTSService(TTSService):
         kwargs.setdefault("push_start_frame", True)
         kwargs.setdefault("push_text_frames", True)
         kwargs.setdefault("push_stop_frames", False)
+        # Every turn is ended by the server's signal or by this service's own watchdogs, so
+        # pipecat's idle timeout (3 s by default) must not end one first: slow first audio is
+        # not silence.
+        kwargs.setdefault("stop_frame_timeout_s", self.RESPONSE_TIMEOUT_S + 2.0)
         super().__init__(sample_rate=sample_rate, settings=defaults, **kwargs)
         self._api_key = key
         self._url = url

@@ -476,3 +476,13 @@ async def test_ttfb_and_character_usage_go_through_pipecat_metrics():
     assert len(ttfb) == 1 and 0.05 <= ttfb[0] < 2.0
     assert sum(usage) == len("Count these words.") + len("And these.")
     assert any("timeToFirstAudioFrameMs" in line for line in lines)
+
+
+async def test_slow_first_audio_is_not_mistaken_for_silence():
+    # pipecat's own idle timeout is 3 s; a turn whose audio takes 4 s must still play whole.
+    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=4.0)) as emu:
+        tts = make_tts(emu)
+        down, up = await asyncio.wait_for(run(tts, llm_turn("Slow but sure.")), 20)
+        assert not errors(up)
+        assert started_and_stopped(down) == (1, 1)
+        assert audio_seconds(down) == pytest.approx(spoken(emu)[0].audio_seconds, abs=0.01)
