@@ -1,8 +1,23 @@
-"""Telnyx text-to-speech for Pipecat, and a local emulator of Telnyx's TTS WebSocket."""
+"""Telnyx text-to-speech for Pipecat, and a local emulator of Telnyx's TTS WebSocket.
+
+The service is imported on first use, so the CLI and the emulator start without loading pipecat.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from pipecat_telnyx_tts.protocol import DEFAULT_URL, ConnectParams, ProtocolError
-from pipecat_telnyx_tts.service import TelnyxTTSService, TelnyxTTSSettings
 from pipecat_telnyx_tts.voices import Delivery, ProviderFamily, VoiceId, VoiceIdError
+
+if TYPE_CHECKING:
+    from pipecat_telnyx_tts.service import TelnyxTTSService, TelnyxTTSSettings
+
+_LAZY = {
+    "TelnyxTTSService": "pipecat_telnyx_tts.service",
+    "TelnyxTTSSettings": "pipecat_telnyx_tts.service",
+}
 
 __all__ = [
     "DEFAULT_URL",
@@ -15,3 +30,9 @@ __all__ = [
     "VoiceId",
     "VoiceIdError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pipecat_telnyx_tts' has no attribute {name!r}")
