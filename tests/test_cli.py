@@ -1,0 +1,204 @@
+"""``pipecat-telnyx-tts``: each command through ``main``, against the emulator over loopback.
+
+``main`` is synchronous (it runs its own event loop), so it is called in a thread while the
+emulator serves from the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import sys
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from pipecat_telnyx_tts.cli import format_table, main, normalise_voice, providers_table
+from pipecat_telnyx_tts.emulator import TelnyxEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``main`` reconfigures loguru for the process; later tests get the default back."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+async def run(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+# --------------------------------------------------------------------------- voices
+
+
+async def test_voices_prints_a_table_filtered_by_language(capsys):
+    async with TelnyxEmulator(api_key="k") as emu:
+        status = await run(
+            "voices", "--api-url", emu.http_url, "--api-key", "k", "--language", "en-GB"
+        )
+    out, err = capsys.readouterr()
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["VOICE_ID", "NAME", "PROVIDER", "LANGUAGE", "GENDER"]
+    assert len(lines) > 2
+    assert all(line.split()[3] == "en-GB" for line in lines[1:])
+    assert "Telnyx.KokoroTTS.bf_emma" in out
+    assert f"{len(lines) - 1} voices" in err
+
+
+async def test_voices_json_for_one_provider_takes_the_key_from_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("TELNYX_API_KEY", "k")
+    async with TelnyxEmulator(api_key="k") as emu:
+        status = await run("voices", "--api-url", emu.http_url, "--provider", "rime", "--json")
+    voices = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert voices and {v["provider"] for v in voices} == {"rime"}
+    assert {"voice_id", "name", "language", "gender"} <= set(voices[0])
+
+
+async def test_voices_without_a_key_says_how_to_give_one(capsys, monkeypatch):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    assert await run("voices") == 1
+    err = capsys.readouterr().err
+    assert "set TELNYX_API_KEY or pass --api-key" in err
+    assert "Traceback" not in err
+
+
+async def test_voices_with_a_refused_key_says_the_key_is_wrong(capsys):
+    async with TelnyxEmulator(api_key="right") as emu:
+        status = await run("voices", "--api-url", emu.http_url, "--api-key", "wrong")
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "HTTP 401" in err and "API key was refused" in err
+    assert "Traceback" not in err
+
+
+async def test_voices_from_an_unreachable_url_names_the_url(capsys):
+    assert await run("voices", "--api-url", "http://127.0.0.1:9", "--api-key", "k") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach http://127.0.0.1:9/v2/text-to-speech/voices" in err
+    assert "--api-url" in err
+
+
+def test_the_id_field_some_clients_report_is_read_as_voice_id():
+    voice = normalise_voice({"id": "Rime.Mist.cove", "name": "Cove", "provider": "rime"})
+    assert voice == {"voice_id": "Rime.Mist.cove", "name": "Cove", "provider": "rime"}
+    header, row = format_table([voice]).splitlines()
+    assert row.split() == ["Rime.Mist.cove", "Cove", "rime"]
+    assert header.index("NAME") == row.index("Cove")
+
+
+# --------------------------------------------------------------------------- say and demo
+
+
+async def test_say_writes_a_wav_and_reports_progress(tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    async with TelnyxEmulator(signal="tone") as emu:
+        status = await run(
+            "say", "Hello there. This is a test.", "-o", str(out),
+            "--url", emu.url, "--api-key", "k", "--rate", "16000",
+        )  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    assert status == 0
+    with wave.open(str(out), "rb") as wav:
+        assert wav.getframerate() == 16000
+        assert wav.getnframes() > 16000 * 1.0
+    assert f"Wrote {out}" in stdout and "16000 Hz" in stdout
+    assert re.search(r"Time to first audio: \d+ ms", stdout)
+    assert "sentence 1: Hello there." in stderr and "sentence 2: This is a test." in stderr
+
+
+async def test_say_reads_text_from_stdin(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("From stdin."))
+    async with TelnyxEmulator(signal="tone") as emu:
+        status = await run(
+            "say", "-", "-o", str(tmp_path / "s.wav"), "--url", emu.url, "--api-key", "k"
+        )
+    assert status == 0
+    assert "sentence 1: From stdin." in capsys.readouterr().err
+
+
+async def test_demo_without_a_key_says_it_uses_the_emulator(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    out = tmp_path / "demo.wav"
+    assert await run("demo", "-o", str(out)) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "TELNYX_API_KEY is not set: using the embedded Telnyx emulator" in stderr
+    assert out.stat().st_size > 24000 * 2 * 5
+    assert "4 sentences" in stdout
+
+
+async def test_say_with_a_bad_voice_fails_with_what_to_fix(tmp_path, capsys):
+    status = await run("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--voice", "astra")
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "error: voice id 'astra' must have three parts" in err
+    assert "Traceback" not in err
+
+
+async def test_usage_errors_exit_2(capsys):
+    assert await run("say") == 2
+    assert await run("say", "x", "--rate", "-5") == 2
+    assert "positive" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- providers
+
+
+def test_the_readme_providers_table_is_the_one_the_code_prints():
+    readme = (ROOT / "README.md").read_text()
+    assert providers_table(markdown=True) in readme, (
+        "README's providers table is stale: paste `pipecat-telnyx-tts providers --markdown`"
+    )
+
+
+async def test_providers_lists_every_family_with_what_it_accepts(capsys):
+    assert await run("providers") == 0
+    out = capsys.readouterr().out
+    assert "Telnyx.KokoroTTS.<voice>" in out and "always MP3 at 22050 Hz" in out
+    assert "azure.<voice>" in out and "aws.<model>.<voice>" in out
+    assert "not served on the WebSocket (403)" in out
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+async def test_the_emulator_command_serves_the_emulator_until_sigint():
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipecat_telnyx_tts.cli",
+        "emulator", "--port", "0", "--api-key", "k", "--log-level", "warning",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await process.stdout.readline()).decode()
+        match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        http_url = f"http://127.0.0.1:{match.group(1)}"
+        assert await run("voices", "--api-url", http_url, "--api-key", "k", "--json") == 0
+        assert await run("voices", "--api-url", http_url, "--api-key", "nope") == 1
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(15):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
