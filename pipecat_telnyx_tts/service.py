@@ -172,7 +172,8 @@ class TelnyxTTSService(TTSService):
         self._maintenance_task: asyncio.Task | None = None
         self._connect_failures = 0
         self._retry_at = 0.0
-        self._failed_turns: set[str] = set()
+        self._failed_turns: dict[str, list[str]] = {}
+        """Turns ended by an error while their text still flowed, with the text left unspoken."""
 
     def can_generate_metrics(self) -> bool:
         """TTFB and usage metrics are produced (through the base class)."""
@@ -263,7 +264,7 @@ class TelnyxTTSService(TTSService):
         await super().on_turn_context_completed()
         if context_id is None:
             return
-        self._failed_turns.discard(context_id)
+        self._failed_turns.pop(context_id, None)
         lane = self._lanes.get(context_id)
         unused = lane is not None and lane.turn is not None and not lane.turn.sent_text
         if lane is not None and unused and not self.audio_context_available(context_id):
@@ -275,7 +276,8 @@ class TelnyxTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send the text on the turn's socket; the audio arrives on that socket's receive task."""
         if context_id in self._failed_turns:
-            logger.warning(f"{self}: turn ended by an error earlier; not speaking [{text}]")
+            # Named once, when the turn ends, rather than once per token.
+            self._failed_turns[context_id].append(text)
             yield None
             return
         lane = self._lane_for(context_id)
@@ -289,9 +291,18 @@ class TelnyxTTSService(TTSService):
 
     async def flush_audio(self, context_id: str | None = None) -> None:
         """End of the LLM turn: flush what is held and tell the server no more text is coming."""
-        lane = self._lanes.get(context_id or "")
+        if context_id is None:
+            return
+        lane = self._lanes.get(context_id)
         if lane and lane.turn:
             await self._send(lane, lane.turn.end())
+            return
+        # No socket will end this turn (it failed, or the service could not connect), so its
+        # audio context is ended here rather than left to pipecat's idle timeout.
+        unspoken = "".join(self._failed_turns.get(context_id, []))
+        if unspoken:
+            logger.warning(f"{self}: not spoken after the turn's error: [{unspoken}]")
+        await self._end_context(context_id)
 
     async def on_audio_context_interrupted(self, context_id: str) -> None:
         """Barge-in: ``force`` on the turn's socket at once, then abandon the socket."""
@@ -309,6 +320,7 @@ class TelnyxTTSService(TTSService):
             await self._abandon(context_id)
 
     async def _abandon(self, context_id: str) -> None:
+        self._failed_turns.pop(context_id, None)
         lane = self._lanes.pop(context_id, None)
         if lane is None or lane.turn is None:
             return
@@ -505,8 +517,9 @@ class TelnyxTTSService(TTSService):
                 unsent = "".join(getattr(m, "text", "") for m in lane.pending if hasattr(m, "text"))
                 logger.error(f"{self}: not spoken because Telnyx could not be reached: [{unsent}]")
             lane.turn.interrupt()
-            self._failed_turns.add(lane.context_id)
-            await self._end_context(lane)
+            self._failed_turns[lane.context_id] = []
+            if lane.turn.end_sent:
+                await self._end_context(lane.context_id)
         if not permanent:
             self._backoff()
         await self.push_error(message, exception=e)
@@ -541,11 +554,13 @@ class TelnyxTTSService(TTSService):
                 case FirstAudioLatency(milliseconds=ms, cached=cached):
                     logger.debug(f"{self}: Telnyx timeToFirstAudioFrameMs={ms} cached={cached}")
                 case Finished():
-                    await self._finish(lane)
+                    await self._finish(lane, end_context=True)
                 case Failed(reason=reason):
-                    if lane.context_id is not None:
-                        self._failed_turns.add(lane.context_id)
-                    await self._finish(lane)
+                    assert lane.turn is not None and lane.context_id is not None
+                    self._failed_turns[lane.context_id] = []
+                    # While the LLM may still send text, the context stays open so that text
+                    # cannot open a second one; flush_audio ends it with the turn.
+                    await self._finish(lane, end_context=lane.turn.end_sent)
                     await self.push_error(reason)
 
     async def _deliver(self, lane: _Lane, data: bytes) -> None:
@@ -559,8 +574,8 @@ class TelnyxTTSService(TTSService):
             frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=lane.context_id)
             await self.append_to_audio_context(lane.context_id, frame)
 
-    async def _finish(self, lane: _Lane) -> None:
-        """The turn is over: deliver the decoder's tail, end the audio context, drop the socket."""
+    async def _finish(self, lane: _Lane, *, end_context: bool) -> None:
+        """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
         if lane.decoder is not None and lane.context_id in self._lanes:
             try:
                 tail = lane.decoder.flush()
@@ -570,14 +585,14 @@ class TelnyxTTSService(TTSService):
             if tail:
                 frame = TTSAudioRawFrame(tail, self.sample_rate, 1, context_id=lane.context_id)
                 await self.append_to_audio_context(lane.context_id, frame)
-        await self._end_context(lane)
         if lane.context_id is not None:
             self._lanes.pop(lane.context_id, None)
+            if end_context:
+                await self._end_context(lane.context_id)
         self.create_task(self._close_lane(lane), name="telnyx-close")
 
-    async def _end_context(self, lane: _Lane) -> None:
-        context_id = lane.context_id
-        if context_id and self.audio_context_available(context_id):
+    async def _end_context(self, context_id: str) -> None:
+        if self.audio_context_available(context_id):
             await self.append_to_audio_context(context_id, TTSStoppedFrame(context_id=context_id))
             await self.remove_audio_context(context_id)
 

@@ -101,6 +101,11 @@ class Turn:
         """True once a final frame arrived after end of sequence (see ``Turn`` docstring)."""
 
     @property
+    def end_sent(self) -> bool:
+        """Whether end of sequence went out: no more text will come for this turn."""
+        return self._end_sent
+
+    @property
     def sent_text(self) -> bool:
         """Whether any text went out, so a force has something to stop."""
         return self._sent_text
@@ -190,8 +195,12 @@ class Turn:
             return []
         ending = self.phase is Phase.ENDING
         self.phase = Phase.DONE
-        if ending and clean:
+        if ending and clean and self.final_after_end:
             return [Finished()]
+        if ending and clean:
+            # Under both readings a final frame precedes the close that answers end of
+            # sequence; a close without one (an idle timeout, say) cut the audio short.
+            return [Failed(f"Telnyx closed the socket before the turn's final frame ({detail})")]
         return [Failed(f"the Telnyx connection ended before the turn finished ({detail})")]
 
     def on_timeout(self, seconds: float) -> list[Event]:

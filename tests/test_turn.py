@@ -93,15 +93,32 @@ def test_a_final_before_end_of_sequence_does_not_end_the_turn():
     # More audio after that final means it closed a sentence, not the turn.
     assert turn.on_message(AudioMessage(b"x")) == [Audio(b"x")]
     assert not turn.final_after_end
+    turn.on_message(FinalMessage())
     assert turn.on_closed(clean=True, detail="close code 1000") == [Finished()]
 
 
-def test_clean_close_after_end_of_sequence_finishes_the_turn():
+def test_clean_close_after_the_final_frame_finishes_the_turn():
     turn = Turn(token_mode=False)
     turn.text("Hi.")
     turn.end()
+    turn.on_message(AudioMessage(b"a"))
+    turn.on_message(FinalMessage())
     assert turn.on_closed(clean=True, detail="1000") == [Finished()]
     assert turn.phase is Phase.DONE
+
+
+def test_clean_close_after_end_without_a_final_frame_is_a_cut_turn():
+    # An idle timeout while the server still streams looks clean; only the missing final tells.
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    turn.end()
+    turn.on_message(AudioMessage(b"a"))
+    assert turn.on_closed(clean=True, detail="close code 1000: inactivity timeout") == [
+        Failed(
+            "Telnyx closed the socket before the turn's final frame "
+            "(close code 1000: inactivity timeout)"
+        )
+    ]
 
 
 def test_close_before_end_of_sequence_is_a_failure():
