@@ -23,6 +23,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from loguru import logger
+
 from pipecat_telnyx_tts.protocol import (
     AudioMessage,
     ClientMessage,
@@ -39,6 +41,20 @@ from pipecat_telnyx_tts.protocol import (
 _CLOSERS = "\"')\\]\u201d\u2019"
 _BOUNDARY = re.compile(rf"[.!?\u2026][{_CLOSERS}]*\s+|[\u3002\uff01\uff1f][{_CLOSERS}]*\s*")
 _ENDS_SENTENCE = re.compile(rf"[.!?\u2026\u3002\uff01\uff1f][{_CLOSERS}]*$")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str) -> str:
+    """Join surrogate pairs split across tokens and replace lone surrogates.
+
+    A lone surrogate cannot be encoded as UTF-8, and sending one kills the socket (and the turn).
+    """
+    if not _LONE_SURROGATE.search(text):
+        return text
+    fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if "\ufffd" in fixed:
+        logger.warning(f"unpaired surrogate replaced in text for Telnyx: {text!r}")
+    return fixed
 
 
 class Phase(enum.Enum):
@@ -122,9 +138,14 @@ class Turn:
         if self.phase is not Phase.SPEAKING or not text:
             return []
         if not self._token_mode:
-            return [self._text_message(text, flush=True)]
+            return [self._text_message(_valid_text(text), flush=True)]
         pending = (self._held or "") + text
         self._held = None
+        if "\ud800" <= pending[-1] <= "\udbff":
+            # The first half of a pair split across tokens: its second half comes next.
+            self._held = pending
+            return []
+        pending = _valid_text(pending)
         out: list[ClientMessage] = []
         boundaries = list(_BOUNDARY.finditer(pending))
         if boundaries:
@@ -143,7 +164,7 @@ class Turn:
             return []
         out: list[ClientMessage] = []
         if self._held is not None:
-            out.append(self._text_message(self._held, flush=True))
+            out.append(self._text_message(_valid_text(self._held), flush=True))
             self._held = None
         out.append(EndMessage())
         self._end_sent = True

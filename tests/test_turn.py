@@ -268,3 +268,21 @@ def test_ultra_and_malformed_voices_fail_at_construction():
         check_voice("Telnyx.Ultra.x")
     with pytest.raises(ValueError, match="three parts"):
         check_voice("astra")
+
+
+def test_a_surrogate_pair_split_across_tokens_is_joined():
+    turn = Turn(token_mode=True)
+    out = sent(turn, ["Smile ", "\ud83d", "\ude00", " now"])
+    assert "".join(m.text for m in out) == "Smile \U0001f600 now"
+
+
+def test_lone_surrogates_are_replaced_not_sent():
+    turn = Turn(token_mode=False)
+    [message] = turn.text("broken \ud83d here.")
+    assert message.text == "broken \ufffd here."
+    token = Turn(token_mode=True)
+    out = sent(token, ["a \udc00 b"]) + token.end()
+    assert all("\udc00" not in m.text for m in out if isinstance(m, TextMessage))
+    held = Turn(token_mode=True)
+    held.text("dangling \ud83d")
+    assert held.end()[0] == TextMessage("dangling \ufffd", flush=True)
