@@ -172,6 +172,7 @@ class TelnyxTTSService(TTSService):
         self._maintenance_task: asyncio.Task | None = None
         self._connect_failures = 0
         self._retry_at = 0.0
+        self._closing: set[asyncio.Task] = set()
         self._failed_turns: dict[str, list[str]] = {}
         """Turns ended by an error while their text still flowed, with the text left unspoken."""
 
@@ -215,6 +216,11 @@ class TelnyxTTSService(TTSService):
             await self._close_lane(lane)
         self._spares.clear()
         self._lanes.clear()
+        # Sockets already closing in the background are bounded by the close timeout.
+        if self._closing:
+            _, late = await asyncio.wait(self._closing, timeout=self.CLOSE_TIMEOUT_S + 1.0)
+            for task in late:
+                await self.cancel_task(task)
 
     # ------------------------------------------------------------------ settings
 
@@ -287,6 +293,9 @@ class TelnyxTTSService(TTSService):
             return
         await self.start_tts_usage_metrics(text)
         await self._send(lane, lane.turn.text(text))
+        # The replacement spare's handshake is started only now, so it never competes with the
+        # turn's first send.
+        self._ensure_spare()
         yield None
 
     async def flush_audio(self, context_id: str | None = None) -> None:
@@ -299,7 +308,7 @@ class TelnyxTTSService(TTSService):
             return
         # No socket will end this turn (it failed, or the service could not connect), so its
         # audio context is ended here rather than left to pipecat's idle timeout.
-        unspoken = "".join(self._failed_turns.get(context_id, []))
+        unspoken = "".join(self._failed_turns.get(context_id, [])).strip()
         if unspoken:
             logger.warning(f"{self}: not spoken after the turn's error: [{unspoken}]")
         await self._end_context(context_id)
@@ -328,7 +337,7 @@ class TelnyxTTSService(TTSService):
         if messages and lane.ready:
             await self._send(lane, messages)
         lane.pending.clear()
-        self.create_task(self._close_lane(lane), name="telnyx-close")
+        self._close_later(lane)
 
     def _lane_for(self, context_id: str) -> _Lane:
         lane = self._lanes.get(context_id)
@@ -339,7 +348,6 @@ class TelnyxTTSService(TTSService):
         lane.turn = Turn(token_mode=self._is_streaming_tokens)
         lane.decoder = AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate)
         self._lanes[context_id] = lane
-        self._ensure_spare()
         return lane
 
     # ------------------------------------------------------------------ spares
@@ -371,7 +379,7 @@ class TelnyxTTSService(TTSService):
             self._spares.append(self._open_lane(request))
         for spare in [s for s in self._spares if s.request.key != request.key or s.closed]:
             self._spares.remove(spare)
-            self.create_task(self._close_lane(spare), name="telnyx-close")
+            self._close_later(spare)
 
     async def _maintain_spares(self) -> None:
         """Replace spares before the server's inactivity timeout closes them."""
@@ -385,7 +393,7 @@ class TelnyxTTSService(TTSService):
             s for s in self._spares if s is not ready and s.created_at < ready.created_at
         ]:
             self._spares.remove(spare)
-            self.create_task(self._close_lane(spare), name="telnyx-close")
+            self._close_later(spare)
 
     # ------------------------------------------------------------------ sockets
 
@@ -405,8 +413,11 @@ class TelnyxTTSService(TTSService):
                     await lane.ws.send(encode_client(message))
             except (ConnectionClosed, TimeoutError, OSError) as e:
                 # The receive task sees the same failure and ends the turn with an error.
-                unsent = "".join(getattr(m, "text", "") for m in messages)
-                logger.warning(f"{self}: send to Telnyx failed ({e}); not spoken: [{unsent}]")
+                unsent = " ".join(getattr(m, "text", "") for m in messages).strip()
+                if unsent:
+                    logger.warning(f"{self}: send to Telnyx failed ({e}); not spoken: [{unsent}]")
+                else:
+                    logger.debug(f"{self}: send to Telnyx failed ({e}); no text was lost")
                 return
 
     async def _run_lane(self, lane: _Lane) -> None:
@@ -414,7 +425,9 @@ class TelnyxTTSService(TTSService):
             lane.ws = await self._connect(lane.request)
             await lane.ws.send(encode_client(lane.request.init))
             while lane.pending:
-                await lane.ws.send(encode_client(lane.pending.pop(0)))
+                # Popped only once sent, so a failure still names the text it lost.
+                await lane.ws.send(encode_client(lane.pending[0]))
+                lane.pending.pop(0)
         except Exception as e:  # every failure to connect must end the turn
             await self._connect_failed(lane, e)
             return
@@ -514,7 +527,7 @@ class TelnyxTTSService(TTSService):
         if lane.turn is not None and lane.context_id is not None:
             self._lanes.pop(lane.context_id, None)
             if lane.pending:
-                unsent = "".join(getattr(m, "text", "") for m in lane.pending if hasattr(m, "text"))
+                unsent = " ".join(getattr(m, "text", "") for m in lane.pending).strip()
                 logger.error(f"{self}: not spoken because Telnyx could not be reached: [{unsent}]")
             lane.turn.interrupt()
             self._failed_turns[lane.context_id] = []
@@ -589,12 +602,18 @@ class TelnyxTTSService(TTSService):
             self._lanes.pop(lane.context_id, None)
             if end_context:
                 await self._end_context(lane.context_id)
-        self.create_task(self._close_lane(lane), name="telnyx-close")
+        self._close_later(lane)
 
     async def _end_context(self, context_id: str) -> None:
         if self.audio_context_available(context_id):
             await self.append_to_audio_context(context_id, TTSStoppedFrame(context_id=context_id))
             await self.remove_audio_context(context_id)
+
+    def _close_later(self, lane: _Lane) -> None:
+        lane.closed = True
+        task = self.create_task(self._close_lane(lane), name="telnyx-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _close_lane(self, lane: _Lane) -> None:
         lane.closed = True
