@@ -299,7 +299,7 @@ def _cmd_providers(ns: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(ns: argparse.Namespace) -> int:
-    return emulator_main(ns.emulator_argv)
+    return emulator_main(ns.emulator_argv, prog="pipecat-telnyx-tts emulator")
 
 
 # --------------------------------------------------------------------------- parser
