@@ -29,6 +29,10 @@ _FAULT_OPTIONS: dict[str, tuple[type[int] | type[float], str]] = {
     "frames_after_force": (int, "frames of an interrupted synthesis still sent after a force"),
     "chunk_ms": (int, "milliseconds of audio per streamed chunk"),
 }
+_INJECT_HELP = (
+    "a raw text frame to send before the first audio chunk of the next synthesis, once; "
+    "repeat for several (binary frames: use Faults.inject_frames from Python)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Faults()
     group = parser.add_argument_group("faults")
     for f in fields(Faults):
+        if f.name == "inject_frames":
+            group.add_argument(
+                "--inject-frame", dest="inject_frames", action="append", default=[],
+                metavar="RAW", help=_INJECT_HELP,
+            )  # fmt: skip
+            continue
         value = getattr(defaults, f.name)
         kind, text = _FAULT_OPTIONS[f.name]
         group.add_argument(
@@ -65,10 +75,10 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
     return Faults(**{f.name: getattr(ns, f.name) for f in fields(Faults)})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m pipecat_telnyx_tts.emulator") -> int:
     """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipecat_telnyx_tts.emulator",
+        prog=prog,
         description="Serve a local emulator of Telnyx's TTS WebSocket.",
     )
     add_arguments(parser)

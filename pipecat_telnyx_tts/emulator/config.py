@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Lifecycle(enum.StrEnum):
@@ -73,3 +73,9 @@ class Faults:
 
     chunk_ms: int = 250
     """Audio per streamed chunk; Telnyx sends few, large frames."""
+
+    inject_frames: list[str | bytes] = field(default_factory=list)
+    """Raw frames sent as they are, just before the first audio chunk of the next synthesis that
+    has audio; the list is emptied once they are out. For malformed or unexpected server frames
+    (bad JSON, bad base64, unknown keys, huge or binary frames) that ``encode_server`` would
+    never build; a ``bytes`` item goes out as a binary frame."""

@@ -64,6 +64,7 @@ from pipecat_telnyx_tts.protocol import (
     check_connect,
     encode_server,
     parse_client,
+    parse_server,
 )
 from pipecat_telnyx_tts.voices import Delivery, ProviderFamily, VoiceId
 
@@ -586,6 +587,8 @@ class _Socket:
                 return False
             if i == 0 and await self._inject_fault(0):
                 return False
+            if frame.audio and not sent_audio:
+                await self._inject_frames()
             await self._send_planned(job, frame)
             if frame.audio:
                 sent_audio += 1
@@ -618,6 +621,28 @@ class _Socket:
             self.closing = True
             self.ws.transport.abort()
         return True
+
+    async def _inject_frames(self) -> None:
+        """Send the raw frames ``Faults.inject_frames`` holds, once, recorded like any other."""
+        faults = self.emu.faults
+        if not faults.inject_frames:
+            return
+        frames, faults.inject_frames = faults.inject_frames, []
+        for raw in frames:
+            if self.closing:
+                return
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+            try:
+                message: ServerMessage | None = parse_server(raw)
+            except ProtocolError:
+                message = None
+            kind = "text" if isinstance(raw, str) else "binary"
+            logger.info(
+                f"emulator: socket #{self.record.index}: injected a raw {kind} frame "
+                f"of {len(raw)} {'chars' if kind == 'text' else 'bytes'}"
+            )
+            self.record.sent.append(FrameRecord(time.perf_counter(), text, message))
+            await self.ws.send(raw)
 
     # ------------------------------------------------------------------ sending
 
