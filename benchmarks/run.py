@@ -1,0 +1,122 @@
+"""Run every benchmark of issue #5 against the emulator and report them against the targets.
+
+From the repository root::
+
+    /work/venv/bin/python -m benchmarks.run            # full run, about 8 minutes
+    /work/venv/bin/python -m benchmarks.run --quick    # smoke-sized run, under a minute
+
+Writes ``benchmarks/results/latest.{json,md,png}`` and prints the Markdown table. Exits 1 when a
+target is missed. Speed goals are judged here, on medians and ratios measured in one run, never
+in unit tests: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from benchmarks import report
+from benchmarks.bargein import BargeInConfig, run_bargein
+from benchmarks.cpu import CpuConfig, run_cpu
+from benchmarks.latency import LatencyConfig, run_latency
+from pipecat_telnyx_tts.emulator import Faults
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("latency", "bargein", "cpu")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The size of every part of a run."""
+
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    bargein: BargeInConfig = field(default_factory=BargeInConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
+
+
+FULL = Plan(latency=LatencyConfig(sessions=6, turns=6))
+QUICK = Plan(
+    latency=LatencyConfig(sessions=2, turns=2),
+    bargein=BargeInConfig(barge_ins=20, block=10),
+    cpu=CpuConfig(turns=3, repeats=2, sweep=(100,), sweep_cases=("pcm",), sweep_seconds=3),
+)
+TINY = Plan(
+    latency=LatencyConfig(
+        sessions=2,
+        turns=2,
+        sentences=1,
+        gap=0.05,
+        idle_before_first_turn=0.2,
+        faults=Faults(upgrade_delay=0.1, first_audio_delay=0.1, pace=4.0),
+    ),
+    bargein=BargeInConfig(barge_ins=6, block=3, sentences=2),
+    cpu=CpuConfig(
+        turns=2,
+        turn_seconds=2.0,
+        repeats=1,
+        sweep=(3,),
+        sweep_cases=("pcm",),
+        sweep_warmup=1.0,
+        sweep_seconds=1.5,
+    ),
+)
+"""For the smoke test: every code path, in seconds; its numbers mean nothing."""
+
+
+async def run(plan: Plan, parts: tuple[str, ...], command: str) -> dict[str, Any]:
+    """Run the chosen parts and return every result, with what ran where."""
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s]{message}", flush=True)
+
+    if "latency" in parts:
+        results["latency"] = await run_latency(plan.latency, progress)
+    if "bargein" in parts:
+        results["bargein"] = await run_bargein(plan.bargein, progress)
+    if "cpu" in parts:
+        results["cpu"] = await run_cpu(plan.cpu, progress)
+    results["meta"] = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "pipecat": version("pipecat-ai"),
+        "cpus": os.cpu_count(),
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, write the results, print the table; 1 when a target is missed."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
+    )
+    ns = parser.parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    command = "python -m benchmarks.run" + (" --quick" if ns.quick else "")
+    results = asyncio.run(run(QUICK if ns.quick else FULL, tuple(ns.only or PARTS), command))
+    text, goals = report.write(results, ns.out)
+    print()
+    print(text)
+    return 0 if all(t.met for t in goals) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
