@@ -35,7 +35,7 @@ from pipecat_telnyx_tts.emulator import (
     Faults,
     TelnyxEmulator,
     add_arguments,
-    faults_from_args,
+    emulator_from_args,
 )
 from pipecat_telnyx_tts.protocol import EndMessage, ForceMessage, InitMessage, TextMessage
 
@@ -143,16 +143,7 @@ def _reply(payload: dict[str, Any]) -> None:
 
 
 async def _serve(ns: argparse.Namespace) -> None:
-    emu = TelnyxEmulator(
-        host=ns.host,
-        port=ns.port,
-        api_key=ns.api_key,
-        lifecycle=ns.lifecycle,
-        faults=faults_from_args(ns),
-        signal=ns.signal,
-        seed=ns.seed,
-        keep_connections=ns.keep_connections,
-    )
+    emu = emulator_from_args(ns, keep_connections=ns.keep_connections)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

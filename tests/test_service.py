@@ -331,8 +331,15 @@ async def test_an_output_rate_the_provider_lacks_is_asked_higher_and_resampled()
         assert audio_seconds(down) == pytest.approx(spoken(emu)[0].audio_seconds, abs=0.02)
 
 
-async def test_runtime_error_ends_the_turn_and_the_next_turn_works():
-    faults = Faults(error_after_chunks=1, fault_count=1)
+@pytest.mark.parametrize(
+    ("faults", "words"),
+    [
+        (Faults(error_after_chunks=1, fault_count=1), "Error in audio response"),
+        (Faults(drop_after_chunks=1, fault_count=1), "connection ended before the turn finished"),
+    ],
+    ids=["error-frame", "tcp-drop"],
+)
+async def test_a_turn_lost_mid_way_ends_with_an_error_and_the_next_turn_works(faults, words):
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         tts = make_tts(emu)
         frames = [
@@ -342,24 +349,9 @@ async def test_runtime_error_ends_the_turn_and_the_next_turn_works():
         ]
         down, up = await run(tts, frames)
         [error] = errors(up)
-        assert "Error in audio response" in error.error
+        assert words in error.error
         assert started_and_stopped(down) == (2, 2)
         assert tts.is_usable
-
-
-async def test_dropped_connection_ends_the_turn_and_the_next_turn_works():
-    faults = Faults(drop_after_chunks=1, fault_count=1)
-    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
-        tts = make_tts(emu)
-        frames = [
-            *llm_turn("First turn is cut off here."),
-            SleepFrame(0.3),
-            *llm_turn("Second works."),
-        ]
-        down, up = await run(tts, frames)
-        [error] = errors(up)
-        assert "connection ended before the turn finished" in error.error
-        assert started_and_stopped(down) == (2, 2)
 
 
 async def test_server_closing_after_every_turn_never_trips_quick_failure():

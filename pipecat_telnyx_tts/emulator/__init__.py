@@ -4,7 +4,12 @@ Where the real service is ambiguous, the emulator plays the case that is harder 
 """
 
 from pipecat_telnyx_tts.emulator.catalogue import VOICES, Voice
-from pipecat_telnyx_tts.emulator.cli import add_arguments, faults_from_args, main
+from pipecat_telnyx_tts.emulator.cli import (
+    add_arguments,
+    emulator_from_args,
+    faults_from_args,
+    main,
+)
 from pipecat_telnyx_tts.emulator.config import Faults, Lifecycle, Signal
 from pipecat_telnyx_tts.emulator.records import ConnectionRecord, FrameRecord, SynthesisRecord
 from pipecat_telnyx_tts.emulator.server import TelnyxEmulator
@@ -20,6 +25,7 @@ __all__ = [
     "TelnyxEmulator",
     "Voice",
     "add_arguments",
+    "emulator_from_args",
     "faults_from_args",
     "main",
 ]

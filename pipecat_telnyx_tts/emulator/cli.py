@@ -75,6 +75,20 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
     return Faults(**{f.name: getattr(ns, f.name) for f in fields(Faults)})
 
 
+def emulator_from_args(ns: argparse.Namespace, *, keep_connections: int | None) -> TelnyxEmulator:
+    """The emulator the parsed options describe (not started)."""
+    return TelnyxEmulator(
+        host=ns.host,
+        port=ns.port,
+        api_key=ns.api_key,
+        lifecycle=ns.lifecycle,
+        faults=faults_from_args(ns),
+        signal=ns.signal,
+        seed=ns.seed,
+        keep_connections=keep_connections,
+    )
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m pipecat_telnyx_tts.emulator") -> int:
     """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -97,16 +111,7 @@ async def _serve(ns: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    emulator = TelnyxEmulator(
-        host=ns.host,
-        port=ns.port,
-        api_key=ns.api_key,
-        lifecycle=ns.lifecycle,
-        faults=faults_from_args(ns),
-        signal=ns.signal,
-        seed=ns.seed,
-        keep_connections=KEEP_CONNECTIONS,
-    )
+    emulator = emulator_from_args(ns, keep_connections=KEEP_CONNECTIONS)
     async with emulator:
         print(f"Telnyx TTS emulator listening on {emulator.url}", flush=True)
         await stop.wait()
