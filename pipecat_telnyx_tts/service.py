@@ -40,7 +40,9 @@ from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.protocol import (
     DEFAULT_URL,
     ClientMessage,
+    ErrorMessage,
     ProtocolError,
+    ServerMessage,
     encode_client,
     parse_server,
 )
@@ -453,7 +455,9 @@ class TelnyxTTSService(TTSService):
         assert lane.ws is not None
         while not lane.closed:
             try:
-                raw = await asyncio.wait_for(lane.ws.recv(), timeout=self._poll_interval(lane))
+                # A timeout scope, not wait_for: on 3.11 wait_for makes a task per audio frame.
+                async with asyncio.timeout(self._poll_interval(lane)):
+                    raw = await lane.ws.recv()
             except TimeoutError:
                 await self._on_quiet(lane)
                 continue
@@ -498,11 +502,10 @@ class TelnyxTTSService(TTSService):
             logger.debug(f"{self}: spare Telnyx socket closed ({detail})")
             await self._drop_spare(lane, quick=time.monotonic() - lane.created_at < 5.0)
 
-    async def _spare_message(self, lane: _Lane, message: Any) -> None:
+    async def _spare_message(self, lane: _Lane, message: ServerMessage) -> None:
         """A spare is not owed anything; an error here is about the settings it was built with."""
-        error = getattr(message, "error", None)
-        if error is not None:
-            await self.push_error(f"Telnyx refused the voice settings: {error}")
+        if isinstance(message, ErrorMessage):
+            await self.push_error(f"Telnyx refused the voice settings: {message.error}")
         await self._drop_spare(lane, quick=True)
 
     async def _drop_spare(self, lane: _Lane, *, quick: bool) -> None:
