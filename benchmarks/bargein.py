@@ -53,7 +53,9 @@ class BargeInConfig:
     sentences: int = 3
     sample_rate: int = 16000
     seed: int = 5
-    faults: Faults = field(default_factory=lambda: Faults(upgrade_delay=0.1, first_audio_delay=0.2))
+    faults: Faults = field(
+        default_factory=lambda: Faults.fast(upgrade_delay=0.1, first_audio_delay=0.2)
+    )
 
 
 @dataclass

@@ -91,7 +91,7 @@ class CpuConfig:
     max_cpu_utilization: float = 0.9
     """Above this share of its core the client counts as saturated."""
     paced_faults: Faults = field(
-        default_factory=lambda: Faults(upgrade_delay=0.1, first_audio_delay=0.2, pace=1.0)
+        default_factory=lambda: Faults.fast(upgrade_delay=0.1, first_audio_delay=0.2, pace=1.0)
     )
 
 
@@ -198,7 +198,7 @@ def _profile_split(profile: cProfile.Profile) -> dict[str, Any]:
 async def _cpu_per_audio_second(
     config: CpuConfig, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    unpaced = Faults(chunk_ms=config.chunk_ms)
+    unpaced = Faults.fast(chunk_ms=config.chunk_ms)
     results: dict[str, Any] = {}
     async with EmulatorProcess(signal="tone", faults=unpaced, keep_connections=16) as emu:
         number = 500_000

@@ -54,7 +54,7 @@ class LatencyConfig:
     """Pause between the end of a turn's audio and the next turn."""
     idle_before_first_turn: float = 0.5
     faults: Faults = field(
-        default_factory=lambda: Faults(upgrade_delay=0.1, first_audio_delay=0.2, pace=1.0)
+        default_factory=lambda: Faults.fast(upgrade_delay=0.1, first_audio_delay=0.2, pace=1.0)
     )
 
 

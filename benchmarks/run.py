@@ -58,7 +58,7 @@ TINY = Plan(
         sentences=1,
         gap=0.05,
         idle_before_first_turn=0.2,
-        faults=Faults(upgrade_delay=0.1, first_audio_delay=0.1, pace=4.0),
+        faults=Faults.fast(upgrade_delay=0.1, first_audio_delay=0.1, pace=4.0),
     ),
     bargein=BargeInConfig(barge_ins=6, block=3, sentences=2),
     cpu=CpuConfig(

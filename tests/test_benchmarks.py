@@ -23,7 +23,7 @@ def test_floor_follows_the_emulators_chunking() -> None:
     # 250 ms chunks at 16 kHz are 4000 samples; a synthesis shorter than that is one chunk.
     assert first_chunk_seconds(250, 16000, 3.0) == pytest.approx(0.25)
     assert first_chunk_seconds(250, 16000, 0.1) == pytest.approx(0.1)
-    faults = Faults(first_audio_delay=0.2, pace=2.0, chunk_ms=100)
+    faults = Faults.fast(first_audio_delay=0.2, pace=2.0, chunk_ms=100)
     assert injected_floor(faults, 16000, 3.0) == pytest.approx(0.25)
 
 

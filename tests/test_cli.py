@@ -15,13 +15,15 @@ import signal
 import sys
 import wave
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
+from pipecat_telnyx_tts import emulator
 from pipecat_telnyx_tts.cli import format_table, main, normalise_voice, providers_table
-from pipecat_telnyx_tts.emulator import TelnyxEmulator
+from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ async def run(*argv: str) -> int:
 
 
 async def test_voices_prints_a_table_filtered_by_language(capsys):
-    async with TelnyxEmulator(api_key="k") as emu:
+    async with TelnyxEmulator(api_key="k", faults=Faults.fast()) as emu:
         status = await run(
             "voices", "--api-url", emu.http_url, "--api-key", "k", "--language", "en-GB"
         )
@@ -58,7 +60,7 @@ async def test_voices_prints_a_table_filtered_by_language(capsys):
 
 async def test_voices_json_for_one_provider_takes_the_key_from_the_environment(capsys, monkeypatch):
     monkeypatch.setenv("TELNYX_API_KEY", "k")
-    async with TelnyxEmulator(api_key="k") as emu:
+    async with TelnyxEmulator(api_key="k", faults=Faults.fast()) as emu:
         status = await run("voices", "--api-url", emu.http_url, "--provider", "rime", "--json")
     voices = json.loads(capsys.readouterr().out)
     assert status == 0
@@ -75,7 +77,7 @@ async def test_voices_without_a_key_says_how_to_give_one(capsys, monkeypatch):
 
 
 async def test_voices_with_a_refused_key_says_the_key_is_wrong(capsys):
-    async with TelnyxEmulator(api_key="right") as emu:
+    async with TelnyxEmulator(api_key="right", faults=Faults.fast()) as emu:
         status = await run("voices", "--api-url", emu.http_url, "--api-key", "wrong")
     err = capsys.readouterr().err
     assert status == 1
@@ -103,7 +105,7 @@ def test_the_id_field_some_clients_report_is_read_as_voice_id():
 
 async def test_say_writes_a_wav_and_reports_progress(tmp_path, capsys):
     out = tmp_path / "hello.wav"
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         status = await run(
             "say", "Hello there. This is a test.", "-o", str(out),
             "--url", emu.url, "--api-key", "k", "--rate", "16000",
@@ -120,7 +122,7 @@ async def test_say_writes_a_wav_and_reports_progress(tmp_path, capsys):
 
 async def test_say_reads_text_from_stdin(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("From stdin."))
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         status = await run(
             "say", "-", "-o", str(tmp_path / "s.wav"), "--url", emu.url, "--api-key", "k"
         )
@@ -130,6 +132,8 @@ async def test_say_reads_text_from_stdin(tmp_path, capsys, monkeypatch):
 
 async def test_demo_without_a_key_says_it_uses_the_emulator(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    # The embedded emulator keeps live-like time; this test need not wait it out.
+    monkeypatch.setattr(emulator, "TelnyxEmulator", partial(TelnyxEmulator, faults=Faults.fast()))
     out = tmp_path / "demo.wav"
     assert await run("demo", "-o", str(out)) == 0
     stdout, stderr = capsys.readouterr()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import wave
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipecat_telnyx_tts import demo
+from pipecat_telnyx_tts import demo, emulator
 from pipecat_telnyx_tts.demo import DEMO_REPLY, SpeakError, reply_tokens, run_demo, speak
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.protocol import TextMessage
@@ -31,6 +32,8 @@ def voiced_fraction(samples: np.ndarray, rate: int) -> float:
 
 async def test_without_a_key_the_demo_speaks_through_the_embedded_emulator(tmp_path, monkeypatch):
     monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    # The embedded emulator keeps live-like time; this test need not wait it out.
+    monkeypatch.setattr(emulator, "TelnyxEmulator", partial(TelnyxEmulator, faults=Faults.fast()))
     notes: list[str] = []
     result = await run_demo(tmp_path / "demo.wav", notify=notes.append)
 
@@ -49,7 +52,7 @@ async def test_without_a_key_the_demo_speaks_through_the_embedded_emulator(tmp_p
 
 
 async def test_time_to_first_audio_includes_the_servers_latency(tmp_path):
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.4)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.4)) as emu:
         result = await speak(
             "One sentence. And another one.", tmp_path / "s.wav", url=emu.url, api_key="k"
         )
@@ -58,7 +61,7 @@ async def test_time_to_first_audio_includes_the_servers_latency(tmp_path):
 
 
 async def test_speak_asks_for_the_requested_rate_voice_and_speed(tmp_path):
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         result = await speak(
             "Hello there. How are you?",
             tmp_path / "rime.wav",
@@ -79,7 +82,7 @@ async def test_speak_asks_for_the_requested_rate_voice_and_speed(tmp_path):
 
 
 async def test_a_refused_key_is_an_error_that_names_the_key(tmp_path):
-    async with TelnyxEmulator(api_key="right", signal="tone") as emu:
+    async with TelnyxEmulator(api_key="right", signal="tone", faults=Faults.fast()) as emu:
         with pytest.raises(SpeakError, match=r"401.*TELNYX_API_KEY"):
             await speak("Hello.", tmp_path / "x.wav", url=emu.url, api_key="wrong")
     assert not (tmp_path / "x.wav").exists()
@@ -113,7 +116,7 @@ def test_tokens_keep_every_character_of_the_reply():
 
 async def test_a_server_that_never_answers_ends_in_an_error_not_a_hang(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "BUDGET_S", 0.0)
-    async with TelnyxEmulator(signal="tone", faults=Faults(upgrade_delay=30)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(upgrade_delay=30)) as emu:
         with pytest.raises(SpeakError, match="no complete answer"):
             await asyncio.wait_for(
                 speak("Hello.", tmp_path / "x.wav", url=emu.url, api_key="k"), 10

@@ -48,7 +48,7 @@ async def one_turn(
 
 
 async def test_streamed_delivery_has_audio_frames_and_one_text_bearing_frame() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu)
         audio = audio_frames(messages)
         assert len(audio) > 2
@@ -61,7 +61,7 @@ async def test_streamed_delivery_has_audio_frames_and_one_text_bearing_frame() -
 
 async def test_text_bearing_frame_position_varies_between_sockets() -> None:
     positions = set()
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         for _ in range(8):
             messages = await one_turn(emu)
             positions.add(next(i for i, m in enumerate(messages) if m.text is not None))
@@ -72,7 +72,7 @@ async def test_text_bearing_frame_position_varies_between_sockets() -> None:
 async def test_concatenated_delivery_puts_the_whole_audio_in_the_text_bearing_frame(
     voice: str,
 ) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, voice=voice)
         assert len(messages) == 2
         bearing, final = messages
@@ -84,7 +84,7 @@ async def test_concatenated_delivery_puts_the_whole_audio_in_the_text_bearing_fr
 
 
 async def test_time_to_first_audio_is_on_the_first_audio_chunk_of_each_synthesis_only() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.1)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.1)) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage("One.", flush=True), TextMessage("Two.", flush=True))
             await send(ws, EndMessage())
@@ -102,7 +102,7 @@ async def test_time_to_first_audio_is_on_the_first_audio_chunk_of_each_synthesis
 
 
 async def test_a_repeat_is_cached_unless_the_socket_disables_the_cache() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.4)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.4)) as emu:
         first = await one_turn(emu)
         again = await one_turn(emu)
         uncached = await one_turn(emu, disable_cache=True)
@@ -121,7 +121,7 @@ async def test_a_repeat_is_cached_unless_the_socket_disables_the_cache() -> None
 
 @pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
 async def test_linear16_is_pcm_of_the_announced_length_at_the_asked_rate(rate: int) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, audio_format="linear16", sample_rate=rate)
         synthesis = emu.connections[0].syntheses[0]
         audio = audio_of(messages)
@@ -132,7 +132,7 @@ async def test_linear16_is_pcm_of_the_announced_length_at_the_asked_rate(rate: i
 
 
 async def test_linear16_default_rate_is_the_family_default() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         await one_turn(emu, audio_format="linear16")
         assert emu.connections[0].syntheses[0].sample_rate == 24000
 
@@ -159,7 +159,7 @@ def id3_size(data: bytes) -> int:
 
 async def test_mp3_decodes_to_the_announced_length() -> None:
     """The acceptance check: a standard decoder agrees with the emulator's own account."""
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu)
         synthesis = emu.connections[0].syntheses[0]
         rate, samples = decode_mp3(audio_of(messages))
@@ -169,7 +169,7 @@ async def test_mp3_decodes_to_the_announced_length() -> None:
 
 
 async def test_each_synthesis_is_one_mp3_file_cut_at_arbitrary_offsets() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage(SENTENCE, flush=True), TextMessage("Second.", flush=True))
             await send(ws, EndMessage())
@@ -188,7 +188,7 @@ async def test_each_synthesis_is_one_mp3_file_cut_at_arbitrary_offsets() -> None
 
 
 async def test_kokoro_answers_mp3_at_22050_whatever_is_asked() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, voice="Telnyx.KokoroTTS.af_heart", audio_format="linear16")
         synthesis = emu.connections[0].syntheses[0]
         audio = audio_of(messages)
@@ -199,14 +199,14 @@ async def test_kokoro_answers_mp3_at_22050_whatever_is_asked() -> None:
 
 
 async def test_mp3_at_a_rate_mpeg_lacks_uses_the_nearest_lower_one() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, sample_rate=96000)
         rate, _ = decode_mp3(audio_of(messages))
         assert rate == emu.connections[0].syntheses[0].sample_rate == 48000
 
 
 async def test_wav_is_one_riff_file_per_synthesis() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(
             emu, voice="azure.en-US-AvaMultilingualNeural", audio_format="wav"
         )
@@ -218,11 +218,11 @@ async def test_wav_is_one_riff_file_per_synthesis() -> None:
 
 @pytest.mark.parametrize(("encoding", "encode"), [("mulaw", encode_mulaw), ("alaw", encode_alaw)])
 async def test_g711_is_one_byte_per_sample_of_the_same_signal(encoding: str, encode) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(
             emu, voice="azure.en-US-AvaMultilingualNeural", audio_format=encoding, sample_rate=8000
         )
-    pcm = synthesize_pcm(SynthesisRequest(SENTENCE, OutputFormat("linear16", 8000), Signal.TONE))
+    pcm, _ = synthesize_pcm(SynthesisRequest(SENTENCE, OutputFormat("linear16", 8000), Signal.TONE))
     assert audio_of(messages) == encode(pcm)
 
 
@@ -239,7 +239,7 @@ def test_g711_encoders_match_the_reference_decoder(encode, decode_name: str) -> 
 
 
 async def test_marker_signal_fills_every_sample_with_the_connection_index() -> None:
-    async with TelnyxEmulator(signal="marker") as emu:
+    async with TelnyxEmulator(signal="marker", faults=Faults.fast()) as emu:
         for index in (1, 2):
             messages = await one_turn(emu, audio_format="linear16")
             for chunk in audio_chunks(messages):
@@ -251,7 +251,7 @@ async def test_marker_signal_fills_every_sample_with_the_connection_index() -> N
 
 
 async def test_tone_length_follows_the_text_and_repeats_exactly() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         short = audio_of(await one_turn(emu, "Short.", audio_format="linear16"))
         long = audio_of(await one_turn(emu, SENTENCE * 2, audio_format="linear16"))
         again = audio_of(await one_turn(emu, "Short.", audio_format="linear16", disable_cache=True))
@@ -262,7 +262,7 @@ async def test_tone_length_follows_the_text_and_repeats_exactly() -> None:
 
 
 async def test_voice_speed_setting_shortens_the_audio() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         normal = audio_of(await one_turn(emu, audio_format="linear16"))
         async with open_socket(emu, audio_format="linear16", settings={"voice_speed": 2.0}) as ws:
             await speak(ws)
@@ -274,7 +274,7 @@ async def test_voice_speed_setting_shortens_the_audio() -> None:
 async def test_text_with_nothing_to_say_gives_a_text_bearing_frame_and_no_audio(
     text: str,
 ) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, text)
     assert audio_frames(messages) == []
     assert [m.text for m in text_frames(messages)] == [text]
@@ -282,7 +282,7 @@ async def test_text_with_nothing_to_say_gives_a_text_bearing_frame_and_no_audio(
 
 
 async def test_markdown_is_stripped_before_synthesis() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         marked = "# Title\n**Bold** and `code` with [a link](https://example.com)."
         plain = "Title Bold and code with a link."
         first = await one_turn(emu, marked, audio_format="linear16")
@@ -296,7 +296,7 @@ async def test_speech_signal_is_espeak_audio_of_plausible_length() -> None:
     if not ESPEAK.available():
         pytest.skip("espeak-ng is not usable here")
     assert resolve_signal(Signal.AUTO) is Signal.SPEECH
-    async with TelnyxEmulator(signal="speech") as emu:
+    async with TelnyxEmulator(signal="speech", faults=Faults.fast()) as emu:
         text = SENTENCE * 2
         messages = await one_turn(emu, text, audio_format="linear16", sample_rate=16000)
     pcm = np.frombuffer(audio_of(messages), dtype="<i2").astype(np.float64)
@@ -318,7 +318,7 @@ def test_chunking_is_seeded() -> None:
 
 
 async def test_ogg_vorbis_is_answered_in_mp3() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         messages = await one_turn(emu, voice="aws.Polly.Neural.Joanna", audio_format="ogg_vorbis")
     assert audio_of(messages).startswith(b"ID3")
 
@@ -328,7 +328,7 @@ async def test_ssml_tags_are_not_spoken(signal: str) -> None:
     if signal == "speech" and not ESPEAK.available():
         pytest.skip("espeak-ng is not usable here")
     voice = "aws.Polly.Neural.Joanna"
-    async with TelnyxEmulator(signal=signal) as emu:
+    async with TelnyxEmulator(signal=signal, faults=Faults.fast()) as emu:
         ssml = "<speak>Hello <emphasis>there</emphasis>, friend.</speak>"
         tagged = await one_turn(emu, ssml, voice=voice, audio_format="linear16", text_type="ssml")
         plain = await one_turn(emu, "Hello there, friend.", voice=voice, audio_format="linear16")

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -63,25 +64,66 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
     add_arguments(parser)
     ns = parser.parse_args(
         [
-            "--upgrade-delay", "0.5", "--first-audio-delay", "0.2", "--pace", "2.4",
-            "--inactivity-timeout", "3", "--error-after-chunks", "4", "--drop-after-chunks", "5",
-            "--fault-count", "2", "--frames-after-force", "1", "--chunk-ms", "100",
+            "--upgrade-delay", "0.5", "--refuse-status", "429", "--refuse-count", "3",
+            "--refuse-for", "1.5", "--hang-upgrades", "2", "--first-audio-delay", "0.2",
+            "--pace", "1.5", "--sentence-pause-ms", "120", "--inactivity-timeout", "3",
+            "--chunk-ms", "100", "--error-after-chunks", "4", "--drop-after-chunks", "5",
+            "--close-after-chunks", "6", "--close-code", "1008", "--stall-after-chunks", "7",
+            "--fault-count", "2", "--frames-after-force", "1", "--keep-open-after-final",
+            "--mp3-files", "3", "--inject-frame", "{bad",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
-    assert faults_from_args(ns) == Faults(
+    expected = Faults(
         upgrade_delay=0.5,
+        refuse_status=429,
+        refuse_count=3,
+        refuse_for=1.5,
+        hang_upgrades=2,
         first_audio_delay=0.2,
-        pace=2.4,
+        pace=1.5,
+        sentence_pause_ms=120,
         inactivity_timeout=3.0,
+        chunk_ms=100,
         error_after_chunks=4,
         drop_after_chunks=5,
+        close_after_chunks=6,
+        close_code=1008,
+        stall_after_chunks=7,
         fault_count=2,
         frames_after_force=1,
-        chunk_ms=100,
+        keep_open_after_final=True,
+        mp3_files=3,
+        inject_frames=["{bad"],
     )
+    assert faults_from_args(ns) == expected
+    untouched = [
+        f.name for f in fields(Faults) if getattr(expected, f.name) == getattr(Faults(), f.name)
+    ]
+    assert untouched == [], "the command line above must set every fault"
     assert (ns.lifecycle, ns.signal, ns.seed, ns.port) == ("documented", "marker", 7, 8765)
     assert faults_from_args(parser.parse_args([])) == Faults()
+
+
+def test_fast_starts_from_no_latency_and_options_still_apply() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert faults_from_args(parser.parse_args(["--fast"])) == Faults.fast()
+    ns = parser.parse_args(["--fast", "--pace", "1.0", "--chunk-ms", "100"])
+    assert faults_from_args(ns) == Faults.fast(pace=1.0, chunk_ms=100)
+
+
+def test_help_states_each_default_in_words() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "None" not in text
+    assert "(default: 2.4; unlimited with --fast)" in text
+    assert "(default: 0.25; 0 with --fast)" in text
+    assert "(default: 200; 0 with --fast)" in text
+    assert "(default: 20)" in text
+    assert "(default: never)" in text and "(default: every time)" in text
+    assert "(default: 1011)" in text and "(default: off)" in text
 
 
 def test_bad_option_values_are_rejected() -> None:

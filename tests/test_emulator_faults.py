@@ -10,9 +10,11 @@ from test_emulator_support import (
     AUTH,
     SENTENCE,
     audio_frames,
+    audio_of,
     open_socket,
     receive,
     receive_all,
+    receive_until_final,
     send,
     speak,
     ws_url,
@@ -20,6 +22,7 @@ from test_emulator_support import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
+from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.protocol import (
     AudioMessage,
@@ -34,7 +37,7 @@ LONG = SENTENCE * 4
 
 
 async def test_error_after_chunks_sends_the_error_then_closes_1011() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(error_after_chunks=2)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(error_after_chunks=2)) as emu:
         async with open_socket(emu) as ws:
             await speak(ws, LONG)
             messages = await receive_all(ws)
@@ -45,7 +48,7 @@ async def test_error_after_chunks_sends_the_error_then_closes_1011() -> None:
 
 
 async def test_error_after_zero_chunks_comes_before_any_audio() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(error_after_chunks=0)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(error_after_chunks=0)) as emu:
         async with open_socket(emu, "aws.Polly.Generative.Lucia") as ws:
             await speak(ws)
             messages = await receive_all(ws)
@@ -53,7 +56,7 @@ async def test_error_after_zero_chunks_comes_before_any_audio() -> None:
 
 
 async def test_drop_after_chunks_ends_the_connection_without_a_close_frame() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(drop_after_chunks=1)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(drop_after_chunks=1)) as emu:
         async with open_socket(emu) as ws:
             await speak(ws, LONG)
             messages = []
@@ -67,7 +70,7 @@ async def test_drop_after_chunks_ends_the_connection_without_a_close_frame() -> 
 
 
 async def test_fault_count_limits_how_often_faults_fire() -> None:
-    faults = Faults(error_after_chunks=1, fault_count=1)
+    faults = Faults.fast(error_after_chunks=1, fault_count=1)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         async with open_socket(emu) as ws:
             await speak(ws)
@@ -81,7 +84,7 @@ async def test_fault_count_limits_how_often_faults_fire() -> None:
 
 
 async def test_faults_can_change_between_turns() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         async with open_socket(emu) as ws:
             await speak(ws)
             assert (await receive_all(ws))[-1] == FinalMessage()
@@ -94,7 +97,7 @@ async def test_faults_can_change_between_turns() -> None:
 
 async def test_first_audio_delay_holds_back_each_uncached_synthesis() -> None:
     async with (
-        TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.3)) as emu,
+        TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.3)) as emu,
         open_socket(emu) as ws,
     ):
         start = time.perf_counter()
@@ -121,7 +124,7 @@ async def paced_turn_seconds(emu: TelnyxEmulator) -> tuple[float, float]:
 
 
 async def test_pace_one_streams_in_about_real_time_and_none_much_faster() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(pace=1.0)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(pace=1.0)) as emu:
         paced, seconds = await paced_turn_seconds(emu)
         assert seconds >= 1.0
         assert paced >= 0.8 * seconds
@@ -134,7 +137,7 @@ async def test_pace_one_streams_in_about_real_time_and_none_much_faster() -> Non
 
 
 async def test_shutdown_is_prompt_with_sockets_open_and_audio_in_flight() -> None:
-    emu = TelnyxEmulator(signal="tone", faults=Faults(pace=0.5))
+    emu = TelnyxEmulator(signal="tone", faults=Faults.fast(pace=0.5))
     await emu.start()
     client = await connect(ws_url(emu), additional_headers=AUTH)
     await send(client, InitMessage(), TextMessage(LONG, flush=True))
@@ -153,3 +156,150 @@ async def test_shutdown_is_prompt_with_sockets_open_and_audio_in_flight() -> Non
     leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert leftovers == []
     assert all(c.closed_at is not None for c in emu.connections)
+
+
+async def test_close_after_chunks_closes_with_the_code_and_no_error_frame() -> None:
+    faults = Faults.fast(close_after_chunks=2, close_code=1008)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws, LONG)
+            messages = await receive_all(ws)
+            assert ws.close_code == 1008
+        assert len(audio_frames(messages)) == 2
+        assert not any(isinstance(m, ErrorMessage | FinalMessage) for m in messages)
+        record = await emu.wait_for(lambda: emu.connections[0].closed_at and emu.connections[0])
+        assert record.close_code == 1008
+        assert emu.faults.close_code == 1008
+
+
+async def test_stall_after_chunks_goes_silent_but_answers_the_clients_close() -> None:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(stall_after_chunks=2)) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws, LONG)
+            record = emu.connections[0]
+            # The stream ends at the stall; the end of sequence behind it never gets its turn.
+            synthesis = await emu.wait_for(
+                lambda: record.syntheses and record.syntheses[0].finished_at and record.syntheses[0]
+            )
+            assert synthesis.chunks_sent == 2 and not synthesis.forced
+            await send(ws, TextMessage("Anything?", flush=True))
+            await emu.wait_for(lambda: len(record.received) == 4)
+            assert record.closed_at is None
+            assert not any(isinstance(f.message, FinalMessage) for f in record.sent)
+            await ws.close()
+            assert ws.close_code == 1000
+        closed = await emu.wait_for(lambda: record.closed_at and record)
+        assert closed.close_code == 1000
+        assert len(record.syntheses) == 1
+        assert (
+            sum(isinstance(f.message, AudioMessage) and bool(f.message.audio) for f in record.sent)
+            == 2
+        )
+
+
+@pytest.mark.parametrize("fault", ["close_after_chunks", "stall_after_chunks"])
+async def test_fault_count_governs_closes_and_stalls_too(fault: str) -> None:
+    faults = Faults.fast(fault_count=1, **{fault: 1})
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws)
+            await emu.wait_for(lambda: faults.fault_count == 0)
+        async with open_socket(emu) as ws:
+            await speak(ws)
+            messages = await receive_all(ws)
+            assert ws.close_code == 1000
+        assert messages[-1] == FinalMessage()
+
+
+async def test_keep_open_after_final_leaves_the_close_to_the_inactivity_timeout() -> None:
+    faults = Faults.fast(keep_open_after_final=True, inactivity_timeout=0.3)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws)
+            messages = await receive_all(ws)
+            assert messages[-1] == FinalMessage()
+            assert (ws.close_code, ws.close_reason) == (1000, "inactivity timeout")
+        record = await emu.wait_for(lambda: emu.connections[0].closed_at and emu.connections[0])
+        final_at = next(f.t for f in record.sent if isinstance(f.message, FinalMessage))
+        end_at = record.received[-1].t
+        assert record.closed_at is not None and record.closed_at - end_at >= 0.3
+        assert final_at < record.closed_at
+
+
+async def test_keep_open_after_final_still_answers_the_clients_close() -> None:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(keep_open_after_final=True)) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws)
+            assert (await receive_until_final(ws))[-1] == FinalMessage()
+            # Text after the end of sequence is still not spoken, on a socket that stays open.
+            await send(ws, TextMessage("Still there?", flush=True))
+            record = emu.connections[0]
+            await emu.wait_for(lambda: len(record.received) == 4)
+            assert record.closed_at is None and len(record.syntheses) == 1
+        assert ws.close_code == 1000
+        closed = await emu.wait_for(lambda: record.closed_at and record)
+        assert closed.close_code == 1000
+
+
+async def test_inactivity_closes_a_socket_that_had_its_init_and_no_text() -> None:
+    faults = Faults.fast(inactivity_timeout=0.3)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        async with open_socket(emu) as ws:
+            assert await receive_all(ws) == []
+            assert (ws.close_code, ws.close_reason) == (1000, "inactivity timeout")
+        record = await emu.wait_for(lambda: emu.connections[0].closed_at and emu.connections[0])
+        assert [type(f.message) for f in record.received] == [InitMessage]
+        assert record.syntheses == []
+        assert record.closed_at - record.received[0].t >= 0.3
+
+
+async def test_mp3_files_decode_to_the_length_of_the_synthesis() -> None:
+    text = "The first sentence is here. Then comes a second one! Is there a third? There is."
+    async with (
+        TelnyxEmulator(signal="tone", faults=Faults.fast(mp3_files=3)) as emu,
+        open_socket(emu) as ws,
+    ):
+        await speak(ws, text)
+        messages = await receive_all(ws)
+    chunks = [m.audio for m in audio_frames(messages) if m.audio]
+    assert sum(chunk.startswith(b"ID3") for chunk in chunks) == 3
+    assert b"".join(chunks).count(b"ID3") == 3, "every tag opens a frame"
+    assert len(chunks) > 3, "files span several frames"
+    synthesis = emu.connections[0].syntheses[0]
+    decoder = AudioDecoder(pcm_rate=24000, out_rate=24000)
+    pcm = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.flush()
+    # All of it, plus each file's own encoder delay and padding (under 100 ms a file), which a
+    # decoder may keep; a decoder that stopped at the second tag would be seconds short.
+    decoded = len(pcm) / 2 / 24000
+    assert synthesis.audio_seconds - 0.05 <= decoded <= synthesis.audio_seconds + 3 * 0.1
+
+
+async def test_default_faults_are_live_like_timing_and_fast_drops_it() -> None:
+    fast = Faults.fast(chunk_ms=100)
+    assert (fast.upgrade_delay, fast.first_audio_delay, fast.pace, fast.sentence_pause_ms) == (
+        0.0,
+        0.0,
+        None,
+        0,
+    )
+    assert fast.chunk_ms == 100 and fast.inactivity_timeout == Faults().inactivity_timeout == 20.0
+    text = "Hello there. How are you today?"
+    async with TelnyxEmulator(signal="tone") as emu:
+        assert emu.faults == Faults()
+        async with open_socket(emu, audio_format="linear16", disable_cache=True) as ws:
+            start = time.perf_counter()
+            await speak(ws, text)
+            messages = await receive_all(ws)
+            took = time.perf_counter() - start
+        emu.faults = Faults.fast()
+        async with open_socket(emu, audio_format="linear16", disable_cache=True) as ws:
+            await speak(ws, text)
+            plain = await receive_all(ws)
+    realistic, quick = (c.syntheses[0] for c in emu.connections)
+    first = audio_frames(messages)[0]
+    assert first.time_to_first_audio_ms is not None and first.time_to_first_audio_ms >= 250
+    # Released at 2.4x real time after the first-audio delay.
+    assert took >= 0.25 + realistic.audio_seconds / 2.4 * 0.9
+    # One 200 ms pause between the two sentences.
+    assert realistic.audio_seconds > quick.audio_seconds
+    assert len(audio_of(messages)) > len(audio_of(plain))

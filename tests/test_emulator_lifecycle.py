@@ -58,7 +58,7 @@ async def expect_invalid_message(emu: TelnyxEmulator, *frames: str | bytes) -> N
     ids=["text", "end", "bad-flush", "force", "not-json", "binary"],
 )
 async def test_anything_but_init_first_is_an_invalid_message(first: str | bytes) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         await expect_invalid_message(emu, first)
 
 
@@ -73,12 +73,12 @@ async def test_anything_but_init_first_is_an_invalid_message(first: str | bytes)
     ids=["late-settings", "no-text", "array", "binary"],
 )
 async def test_malformed_frame_after_init_is_an_invalid_message(second: str | bytes) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         await expect_invalid_message(emu, json.dumps({"text": " "}), second)
 
 
 async def test_voice_settings_are_accepted_per_provider_and_unknown_keys_ignored() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         settings = {"voice_speed": 1.5, "no_such_knob": 3}
         async with open_socket(emu, settings=settings) as ws:
             await speak(ws)
@@ -89,7 +89,7 @@ async def test_voice_settings_are_accepted_per_provider_and_unknown_keys_ignored
 
 
 async def test_observed_synthesizes_only_at_flush_and_finals_only_at_the_end() -> None:
-    async with TelnyxEmulator(signal="tone", lifecycle="observed") as emu:
+    async with TelnyxEmulator(signal="tone", lifecycle="observed", faults=Faults.fast()) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage("First sentence. "), TextMessage("Second one! "))
             assert await silent_for(ws, 0.3), "observed: text alone must not be synthesized"
@@ -109,7 +109,7 @@ async def test_observed_synthesizes_only_at_flush_and_finals_only_at_the_end() -
 
 
 async def test_observed_end_synthesizes_the_rest_then_final_then_close() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage("Unflushed text."), EndMessage())
             messages = await receive_all(ws)
@@ -120,7 +120,7 @@ async def test_observed_end_synthesizes_the_rest_then_final_then_close() -> None
 
 async def test_documented_synthesizes_at_sentence_ends_with_a_final_each_and_stays_open() -> None:
     async with (
-        TelnyxEmulator(signal="tone", lifecycle="documented") as emu,
+        TelnyxEmulator(signal="tone", lifecycle="documented", faults=Faults.fast()) as emu,
         open_socket(emu) as ws,
     ):
         await send(ws, TextMessage("Hello there. How are"))
@@ -141,7 +141,7 @@ async def test_documented_synthesizes_at_sentence_ends_with_a_final_each_and_sta
 
 
 async def test_documented_end_with_text_left_gives_one_final() -> None:
-    async with TelnyxEmulator(signal="tone", lifecycle="documented") as emu:
+    async with TelnyxEmulator(signal="tone", lifecycle="documented", faults=Faults.fast()) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage("No sentence end"), EndMessage())
             messages = await receive_all(ws)
@@ -152,7 +152,7 @@ async def test_documented_end_with_text_left_gives_one_final() -> None:
 
 async def test_lifecycle_is_read_when_a_socket_opens() -> None:
     async with (
-        TelnyxEmulator(signal="tone") as emu,
+        TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu,
         open_socket(emu) as observed,
     ):
         emu.lifecycle = "documented"
@@ -164,7 +164,7 @@ async def test_lifecycle_is_read_when_a_socket_opens() -> None:
 
 
 async def test_syntheses_of_a_socket_run_one_after_another_in_order() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.05)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.05)) as emu:
         texts = ["One one one.", "Two two.", "Three three three three."]
         async with open_socket(emu) as ws:
             await send(ws, *(TextMessage(t, flush=True) for t in texts), EndMessage())
@@ -180,7 +180,7 @@ async def test_syntheses_of_a_socket_run_one_after_another_in_order() -> None:
 
 @pytest.mark.parametrize("frames_after_force", [0, 3])
 async def test_force_stops_the_synthesis_and_keeps_the_socket(frames_after_force: int) -> None:
-    faults = Faults(pace=4.0, chunk_ms=100, frames_after_force=frames_after_force)
+    faults = Faults.fast(pace=4.0, chunk_ms=100, frames_after_force=frames_after_force)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage(SENTENCE * 3, flush=True))
@@ -203,7 +203,7 @@ async def test_force_stops_the_synthesis_and_keeps_the_socket(frames_after_force
 
 
 async def test_force_drops_queued_syntheses_and_buffered_text() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.5)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.5)) as emu:
         async with open_socket(emu) as ws:
             await send(
                 ws,
@@ -224,7 +224,7 @@ async def test_force_drops_queued_syntheses_and_buffered_text() -> None:
 
 async def test_inactivity_closes_cleanly_after_idle_seconds() -> None:
     async with (
-        TelnyxEmulator(signal="tone", faults=Faults(inactivity_timeout=0.3)) as emu,
+        TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.3)) as emu,
         open_socket(emu) as ws,
     ):
         await send(ws, TextMessage("Keep me", flush=True))
@@ -237,7 +237,7 @@ async def test_inactivity_closes_cleanly_after_idle_seconds() -> None:
 
 async def test_inactivity_timeout_query_parameter_overrides_the_fault() -> None:
     async with (
-        TelnyxEmulator(signal="tone") as emu,
+        TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu,
         open_socket(emu, inactivity_timeout=0.3) as ws,
     ):
         with pytest.raises(ConnectionClosed):
@@ -247,7 +247,7 @@ async def test_inactivity_timeout_query_parameter_overrides_the_fault() -> None:
 
 
 async def test_text_after_end_of_sequence_is_not_synthesized() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.2)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.2)) as emu:
         async with open_socket(emu) as ws:
             await send(ws, TextMessage("Last.", flush=True), EndMessage())
             await send(ws, TextMessage("Too late.", flush=True))
@@ -271,7 +271,7 @@ def test_text_session_rules_without_a_socket() -> None:
 
 async def test_inactivity_timeout_zero_never_closes() -> None:
     async with (
-        TelnyxEmulator(signal="tone", faults=Faults(inactivity_timeout=0)) as emu,
+        TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0)) as emu,
         open_socket(emu) as ws,
     ):
         assert await silent_for(ws, 0.3)

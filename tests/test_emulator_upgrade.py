@@ -31,7 +31,7 @@ def error_detail(body: bytes) -> str:
     ids=["missing", "basic", "empty-bearer", "no-scheme"],
 )
 async def test_upgrade_without_bearer_token_is_401(headers: dict[str, str]) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         error = await refused(ws_url(emu), headers)
         assert error.response.status_code == 401
         assert "Bearer" in error_detail(error.response.body)
@@ -39,7 +39,7 @@ async def test_upgrade_without_bearer_token_is_401(headers: dict[str, str]) -> N
 
 
 async def test_upgrade_with_another_key_is_401_when_a_key_is_set() -> None:
-    async with TelnyxEmulator(api_key="right", signal="tone") as emu:
+    async with TelnyxEmulator(api_key="right", signal="tone", faults=Faults.fast()) as emu:
         error = await refused(ws_url(emu), {"Authorization": "Bearer wrong"})
         assert error.response.status_code == 401
         async with open_socket(emu, headers={"Authorization": "Bearer right"}):
@@ -61,7 +61,7 @@ async def test_upgrade_with_another_key_is_401_when_a_key_is_set() -> None:
     ids=["malformed", "provider", "none", "rate", "kokoro-rate", "format", "aws-format"],
 )
 async def test_bad_voice_rate_or_format_is_400(params: dict[str, Any], words: str) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         error = await refused(f"{emu.url}?{ConnectParams(**params).to_query()}")
         assert error.response.status_code == 400
         assert words in error_detail(error.response.body)
@@ -71,21 +71,21 @@ async def test_bad_voice_rate_or_format_is_400(params: dict[str, Any], words: st
     "bad", ["sample_rate=fast", "sample_rate=%C2%B2", "disable_cache=maybe", "voice=x.y.z"]
 )
 async def test_unparseable_query_is_400(bad: str) -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         error = await refused(f"{emu.url}?voice={VOICE}&{bad}")
         assert error.response.status_code == 400
         assert emu.connections[0].params is None
 
 
 async def test_ultra_voice_is_403() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         error = await refused(ws_url(emu, "Telnyx.Ultra.astra"))
         assert error.response.status_code == 403
         assert "not available on the WebSocket" in error_detail(error.response.body)
 
 
 async def test_other_paths_are_404() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         url = emu.url.replace("/speech", "/stream") + f"?voice={VOICE}"
         error = await refused(url)
         assert error.response.status_code == 404
@@ -93,7 +93,7 @@ async def test_other_paths_are_404() -> None:
 
 
 async def test_every_attempt_is_recorded_in_order_with_the_key_redacted() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         await refused(ws_url(emu, "Telnyx.Ultra.astra"), {"Authorization": "Bearer s3cret"})
         async with open_socket(emu, headers={"Authorization": "Bearer s3cret"}, socket_id="a"):
             pass
@@ -108,7 +108,7 @@ async def test_every_attempt_is_recorded_in_order_with_the_key_redacted() -> Non
 
 
 async def test_upgrade_delay_holds_back_the_101() -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults(upgrade_delay=0.3)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(upgrade_delay=0.3)) as emu:
         start = time.perf_counter()
         async with open_socket(emu):
             assert time.perf_counter() - start >= 0.3
@@ -128,7 +128,7 @@ def get_json(url: str, headers: dict[str, str]) -> tuple[int, Any]:
 
 
 async def test_voice_list_covers_every_provider_and_each_voice_connects() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         status, body = await asyncio.to_thread(get_json, emu.http_url + VOICES_PATH, AUTH)
         assert status == 200
         voices = body["voices"]
@@ -145,7 +145,7 @@ async def test_voice_list_covers_every_provider_and_each_voice_connects() -> Non
 
 
 async def test_voice_list_filters_by_provider_case_insensitively() -> None:
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         url = emu.http_url + VOICES_PATH + "?provider=AWS"
         status, body = await asyncio.to_thread(get_json, url, AUTH)
         assert status == 200
@@ -155,7 +155,7 @@ async def test_voice_list_filters_by_provider_case_insensitively() -> None:
 
 
 async def test_voice_list_needs_the_key() -> None:
-    async with TelnyxEmulator(api_key="right", signal="tone") as emu:
+    async with TelnyxEmulator(api_key="right", signal="tone", faults=Faults.fast()) as emu:
         url = emu.http_url + VOICES_PATH
         status, body = await asyncio.to_thread(get_json, url, {})
         assert status == 401

@@ -35,7 +35,7 @@ async def test_text_after_a_mid_turn_failure_does_not_reopen_the_turns_context(
     ErrorFrame followed, which also counts toward pipecat's three-silent-contexts guard.
     Matrix: ``error-``, ``drop-`` and ``inactivity-mid_turn-*``, ``http403/400-mid_turn-*``.
     """
-    faults = Faults(error_after_chunks=1, fault_count=1)
+    faults = Faults.fast(error_after_chunks=1, fault_count=1)
     async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
         frames = [
@@ -64,7 +64,9 @@ async def test_turns_after_the_service_became_unusable_end_their_contexts() -> N
     overran the 15 s bound) and left a TTSStartedFrame without its TTSStoppedFrame. Matrix:
     every ``http4xx-*`` cell but ``http401-mid_turn``.
     """
-    async with TelnyxEmulator(api_key="the-right-key", signal="marker") as emu:
+    async with TelnyxEmulator(
+        api_key="the-right-key", signal="marker", faults=Faults.fast()
+    ) as emu:
         tts = make_tts(emu)
         frames = [SleepFrame(0.2), *llm_turn("Not spoken."), *llm_turn("Nor this.")]
         out = await drive(tts, emu, frames)
@@ -89,7 +91,7 @@ async def test_a_clean_close_before_the_final_frame_is_not_a_silent_truncation(
     or warning at all. Under both readings the server sends a final frame before its closing
     1000, so a close with no final frame after end of sequence means the audio was cut.
     """
-    faults = Faults(pace=1.0, chunk_ms=100, inactivity_timeout=0.5)
+    faults = Faults.fast(pace=1.0, chunk_ms=100, inactivity_timeout=0.5)
     async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
         text = "This sentence takes two seconds."

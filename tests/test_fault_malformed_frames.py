@@ -54,7 +54,7 @@ async def receive_raw(ws: ClientConnection) -> list[str | bytes]:
 
 async def test_injected_frames_go_out_once_before_the_first_audio_chunk() -> None:
     frames: list[str | bytes] = ['{"not": "json"', b"\x01\x02"]
-    async with TelnyxEmulator(signal="tone", faults=Faults(inject_frames=frames)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inject_frames=frames)) as emu:
         async with open_socket(emu) as ws:
             await speak(ws, "First synthesis.")
             raw = await receive_raw(ws)
@@ -76,7 +76,7 @@ async def test_injected_frames_go_out_once_before_the_first_audio_chunk() -> Non
 
 async def test_an_injected_valid_frame_is_recorded_parsed() -> None:
     valid = json.dumps({"audio": b64(pcm(4)), "text": None, "isFinal": False, "extra": 1})
-    async with TelnyxEmulator(signal="tone", faults=Faults(inject_frames=[valid])) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inject_frames=[valid])) as emu:
         async with open_socket(emu) as ws:
             await speak(ws, "Hello.")
             messages = [parse_server(r) for r in await receive_raw(ws)]
@@ -139,7 +139,7 @@ def frame_for(kind: str) -> str | bytes:
 @pytest.mark.parametrize("lifecycle", ["observed", "documented"])
 @pytest.mark.parametrize("kind", [*MALFORMED, *USABLE])
 async def test_a_bad_or_unexpected_server_frame_is_survived(kind: str, lifecycle: str) -> None:
-    faults = Faults(inject_frames=[frame_for(kind)])
+    faults = Faults.fast(inject_frames=[frame_for(kind)])
     async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
         frames = [*llm_turn(*TURN), *llm_turn(NEXT)]

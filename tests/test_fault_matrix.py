@@ -92,7 +92,7 @@ class Cell:
     expect: Expect
     hit: Hit
     """Asserts, from the emulator's records, that the fault struck where the cell says."""
-    faults: Faults = field(default_factory=Faults)
+    faults: Faults = field(default_factory=Faults.fast)
     director: Director | None = None
     emulator: dict[str, Any] = field(default_factory=dict)
     voice: str = "Telnyx.NaturalHD.astra"
@@ -105,7 +105,7 @@ class Cell:
 def barge_faults() -> Faults:
     """Paced so that the interrupted turn is still streaming when the barge-in comes, with the
     server still sending 50 frames after the force, as it may have them in flight."""
-    return Faults(pace=4.0, chunk_ms=40, frames_after_force=50)
+    return Faults.fast(pace=4.0, chunk_ms=40, frames_after_force=50)
 
 
 def mid_turn(*during_pause: Frame) -> list[Frame]:
@@ -177,7 +177,7 @@ def mid_synthesis(kind: str, moment: str) -> Cell:
         return hit
 
     if moment == "first_turn":
-        faults = Faults()
+        faults = Faults.fast()
         arm(faults)
         return Cell(
             frames=[*llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
@@ -222,7 +222,7 @@ def inactivity(moment: str) -> Cell:
     60 s, as if Telnyx's idle timeout were shorter than the service believes."""
     # Unpaced: paced replies would outlast the idle timeout (streaming out is not activity)
     # and be cut, which is test_fault_findings' subject.
-    faults = Faults(inactivity_timeout=INACTIVITY_S)
+    faults = Faults.fast(inactivity_timeout=INACTIVITY_S)
     if moment == "first_turn":
         # The spare connected at start dies before the first turn would have taken it.
         def hit_spare(emu: TelnyxEmulator) -> None:
@@ -293,7 +293,7 @@ def slow_upgrade(moment: str) -> Cell:
         # The first turn takes the spare while it is still in its handshake.
         return Cell(
             frames=[*llm_turn(*A), SleepFrame(0.1), *llm_turn(Z)],
-            faults=Faults(upgrade_delay=SLOW_UPGRADE_S),
+            faults=Faults.fast(upgrade_delay=SLOW_UPGRADE_S),
             expect=Expect(spoken_last=Z),
             hit=waited(A[0]),
         )
@@ -350,7 +350,7 @@ def slow_first_audio(moment: str) -> Cell:
 
         return Cell(
             frames=[*llm_turn(A[0]), SleepFrame(0.1), *llm_turn(Z)],
-            faults=Faults(first_audio_delay=SLOW_FIRST_AUDIO_S),
+            faults=Faults.fast(first_audio_delay=SLOW_FIRST_AUDIO_S),
             expect=Expect(spoken_last=Z),
             hit=hit_slow,
         )

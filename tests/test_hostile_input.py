@@ -73,7 +73,7 @@ async def test_hostile_text_is_spoken_or_named_and_the_next_turn_speaks(
 ) -> None:
     given = HOSTILE[case]
     text = given if isinstance(given, str) else "".join(given)
-    faults = Faults(chunk_ms=60_000)  # an hour of speech in few frames keeps the test fast
+    faults = Faults.fast(chunk_ms=60_000)  # an hour of speech in few frames keeps the test fast
     async with TelnyxEmulator(signal="marker", faults=faults) as emu:
         tts = make_tts(emu, text_aggregation_mode=mode)
         frames: list[Frame] = [

@@ -298,7 +298,7 @@ async def test_a_call_hears_speech_and_barge_in_clears_the_line_and_forces_the_t
 
     # Real-time pacing keeps the greeting's synthesis running while the caller barges in, as a
     # live server does; speech, so that the caller's echo of it is speech to Silero.
-    async with TelnyxEmulator(signal="speech", faults=Faults(pace=1.0)) as emu:
+    async with TelnyxEmulator(signal="speech", faults=Faults.fast(pace=1.0)) as emu:
         config = bot.AgentConfig(
             telnyx_api_key="test-key",
             tts_api_key="test-key",

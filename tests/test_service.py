@@ -62,7 +62,7 @@ def turn_connections(emu: TelnyxEmulator) -> list:
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES)
 async def test_a_turn_speaks_every_sentence_and_ends_on_the_server_signal(lifecycle):
-    async with TelnyxEmulator(lifecycle=lifecycle, signal="tone") as emu:
+    async with TelnyxEmulator(lifecycle=lifecycle, signal="tone", faults=Faults.fast()) as emu:
         # With pipecat's idle timeout out of reach, only the server's signal can end the turn.
         tts = make_tts(emu, stop_frame_timeout_s=60)
         turn = llm_turn("Hello there. ", "How are you today? ", "Good.")
@@ -93,7 +93,7 @@ async def test_a_turn_speaks_every_sentence_and_ends_on_the_server_signal(lifecy
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES)
 async def test_token_mode_streams_tokens_and_flushes_at_sentence_ends(lifecycle):
-    async with TelnyxEmulator(lifecycle=lifecycle, signal="tone") as emu:
+    async with TelnyxEmulator(lifecycle=lifecycle, signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu, text_aggregation_mode=TextAggregationMode.TOKEN)
         tokens = ["Hello", " there", ".", " How", " are", " you", "?"]
         down, up = await run(tts, llm_turn(*tokens))
@@ -109,7 +109,7 @@ async def test_token_mode_streams_tokens_and_flushes_at_sentence_ends(lifecycle)
 
 async def test_first_audio_needs_only_the_first_sentence_under_the_observed_reading():
     # The LLM pauses after the first sentence; its audio must not wait for the rest.
-    async with TelnyxEmulator(lifecycle="observed", signal="tone") as emu:
+    async with TelnyxEmulator(lifecycle="observed", signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         frames = [
             LLMFullResponseStartFrame(),
@@ -141,7 +141,7 @@ async def test_first_audio_needs_only_the_first_sentence_under_the_observed_read
     ],
 )
 async def test_pcm_and_mp3_voices_streamed_and_concatenated(voice, mp3):
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu, voice=voice)
         down, up = await run(tts, llm_turn("This is a test of the voice. ", "And one more."), 8000)
         assert not errors(up)
@@ -157,7 +157,7 @@ async def test_pcm_and_mp3_voices_streamed_and_concatenated(voice, mp3):
 
 
 async def test_explicit_mp3_on_a_pcm_voice_is_decoded():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu, audio_format="mp3")
         down, up = await run(tts, llm_turn("Decode me please."), 24000)
         assert not errors(up)
@@ -167,7 +167,7 @@ async def test_explicit_mp3_on_a_pcm_voice_is_decoded():
 
 
 async def test_speak_frame_is_its_own_turn():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, [TTSSpeakFrame("Welcome to the demo."), SleepFrame(0.2)])
         assert not errors(up)
@@ -176,7 +176,7 @@ async def test_speak_frame_is_its_own_turn():
 
 
 async def test_back_to_back_turns_each_get_their_own_socket_with_no_handshake_wait():
-    async with TelnyxEmulator(signal="marker", faults=Faults(upgrade_delay=0.1)) as emu:
+    async with TelnyxEmulator(signal="marker", faults=Faults.fast(upgrade_delay=0.1)) as emu:
         tts = make_tts(emu)
         frames = []
         for i in range(4):
@@ -206,7 +206,7 @@ async def test_back_to_back_turns_each_get_their_own_socket_with_no_handshake_wa
 
 
 async def test_a_turn_with_no_text_returns_its_socket_without_errors():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, [*llm_turn(), *llm_turn("Now I speak.")])
         assert not errors(up)
@@ -218,7 +218,7 @@ async def test_a_turn_with_no_text_returns_its_socket_without_errors():
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES)
 async def test_barge_in_sends_force_and_no_stale_audio_reaches_the_next_turn(lifecycle):
-    faults = Faults(pace=4.0, frames_after_force=50, chunk_ms=40)
+    faults = Faults.fast(pace=4.0, frames_after_force=50, chunk_ms=40)
     async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
         frames = [
@@ -245,7 +245,9 @@ async def test_randomized_barge_ins_never_leak_a_stale_frame(lifecycle):
     stale = 0
     checked = 0
     for _ in range(12):
-        faults = Faults(pace=rng.choice([2.0, 4.0, 8.0]), frames_after_force=rng.randint(0, 40))
+        faults = Faults.fast(
+            pace=rng.choice([2.0, 4.0, 8.0]), frames_after_force=rng.randint(0, 40)
+        )
         faults.chunk_ms = rng.choice([20, 40, 100])
         async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
             tts = make_tts(emu, text_aggregation_mode=rng.choice(list(TextAggregationMode)))
@@ -268,7 +270,7 @@ async def test_randomized_barge_ins_never_leak_a_stale_frame(lifecycle):
 
 
 async def test_interruption_before_any_text_abandons_the_bound_socket_quietly():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         frames = [
             LLMFullResponseStartFrame(),
@@ -285,7 +287,7 @@ async def test_interruption_before_any_text_abandons_the_bound_socket_quietly():
 
 
 async def test_upgrade_401_is_a_permanent_error_that_says_what_to_fix():
-    async with TelnyxEmulator(api_key="right-key") as emu:
+    async with TelnyxEmulator(api_key="right-key", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, [*llm_turn("Hello."), SleepFrame(0.3)])
         [error, *_] = errors(up)
@@ -297,7 +299,7 @@ async def test_upgrade_401_is_a_permanent_error_that_says_what_to_fix():
 
 
 async def test_upgrade_400_names_the_voice_to_fix():
-    async with TelnyxEmulator() as emu:
+    async with TelnyxEmulator(faults=Faults.fast()) as emu:
         tts = make_tts(emu, voice="Acme.Model.voice")
         _, up = await run(tts, [*llm_turn("Hello."), SleepFrame(0.3)])
         [error, *_] = errors(up)
@@ -306,7 +308,7 @@ async def test_upgrade_400_names_the_voice_to_fix():
 
 
 async def test_upgrade_403_says_the_voice_is_not_allowed():
-    async with TelnyxEmulator() as emu:
+    async with TelnyxEmulator(faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         # The constructor refuses Ultra voices outright; force one past it to see the wire path.
         tts._settings.voice = "Telnyx.Ultra.x"
@@ -321,7 +323,7 @@ def test_ultra_voice_is_refused_at_construction():
 
 
 async def test_an_output_rate_the_provider_lacks_is_asked_higher_and_resampled():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, llm_turn("Resample me."), 11025)
         assert not errors(up)
@@ -334,8 +336,11 @@ async def test_an_output_rate_the_provider_lacks_is_asked_higher_and_resampled()
 @pytest.mark.parametrize(
     ("faults", "words"),
     [
-        (Faults(error_after_chunks=1, fault_count=1), "Error in audio response"),
-        (Faults(drop_after_chunks=1, fault_count=1), "connection ended before the turn finished"),
+        (Faults.fast(error_after_chunks=1, fault_count=1), "Error in audio response"),
+        (
+            Faults.fast(drop_after_chunks=1, fault_count=1),
+            "connection ended before the turn finished",
+        ),
     ],
     ids=["error-frame", "tcp-drop"],
 )
@@ -355,7 +360,7 @@ async def test_a_turn_lost_mid_way_ends_with_an_error_and_the_next_turn_works(fa
 
 
 async def test_server_closing_after_every_turn_never_trips_quick_failure():
-    async with TelnyxEmulator(lifecycle="observed", signal="tone") as emu:
+    async with TelnyxEmulator(lifecycle="observed", signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu)
         frames = []
         for i in range(5):
@@ -368,7 +373,7 @@ async def test_server_closing_after_every_turn_never_trips_quick_failure():
 
 async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
     monkeypatch.setattr(TelnyxTTSService, "SPARE_MAX_AGE_S", 0.4)
-    async with TelnyxEmulator(signal="tone", faults=Faults(inactivity_timeout=0.8)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.8)) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, [SleepFrame(2.0), *llm_turn("Still here.")])
         assert not errors(up)
@@ -380,7 +385,7 @@ async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
 
 
 async def test_settings_update_applies_from_the_next_turn():
-    async with TelnyxEmulator(signal="tone", faults=Faults(pace=4.0)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(pace=4.0)) as emu:
         tts = make_tts(emu)
         update = TTSUpdateSettingsFrame(
             delta=TelnyxTTSService.Settings(voice="Rime.ArcanaV3.astra", speed=1.3)
@@ -420,7 +425,7 @@ def test_api_key_falls_back_to_the_environment(monkeypatch):
 
 
 async def test_audio_frames_are_never_empty():
-    async with TelnyxEmulator(signal="tone") as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu, voice="Telnyx.KokoroTTS.af_heart")
         down, _ = await run(tts, llm_turn("Short."), 16000)
         assert all(isinstance(f, TTSAudioRawFrame) and f.audio for f in audio_frames(down))
@@ -433,7 +438,7 @@ async def test_the_api_key_never_reaches_any_log(caplog):
     handle = logger.add(lines.append, level="TRACE")
     caplog.set_level(logging.DEBUG)
     try:
-        async with TelnyxEmulator(api_key="another-key") as emu:
+        async with TelnyxEmulator(api_key="another-key", faults=Faults.fast()) as emu:
             tts = TelnyxTTSService(api_key=secret, url=emu.url)
             _, up = await run(tts, [*llm_turn("Hello."), SleepFrame(0.3)])
     finally:
@@ -449,7 +454,7 @@ async def test_ttfb_and_character_usage_go_through_pipecat_metrics():
     lines: list[str] = []
     handle = logger.add(lines.append, level="DEBUG")
     try:
-        async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=0.05)) as emu:
+        async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=0.05)) as emu:
             tts = make_tts(emu)
             params = PipelineParams(
                 audio_out_sample_rate=16000, enable_metrics=True, enable_usage_metrics=True
@@ -472,7 +477,7 @@ async def test_ttfb_and_character_usage_go_through_pipecat_metrics():
 
 async def test_slow_first_audio_is_not_mistaken_for_silence():
     # pipecat's own idle timeout is 3 s; a turn whose audio takes 4 s must still play whole.
-    async with TelnyxEmulator(signal="tone", faults=Faults(first_audio_delay=4.0)) as emu:
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=4.0)) as emu:
         tts = make_tts(emu)
         down, up = await asyncio.wait_for(run(tts, llm_turn("Slow but sure.")), 20)
         assert not errors(up)

@@ -1,6 +1,18 @@
 """A faithful local emulator of Telnyx's TTS WebSocket, for tests, benchmarks and offline demos.
 
 Where the real service is ambiguous, the emulator plays the case that is harder for a client.
+
+By default it keeps live-like time: first audio 250 ms after the text, audio released at 2.4x
+real time, a short pause between sentences. ``Faults.fast()`` removes all of that for tests that
+wait on ``emu.connections`` rather than on the clock. ``Faults`` also injects, and can change
+while the emulator runs: at the upgrade, a delay, refusals with any HTTP status (for a number of
+attempts or seconds) and requests left unanswered; mid-synthesis, an error frame, a dropped TCP
+connection, a close with a chosen code, or a stall; and in the stream, frames still sent after a
+force, a socket kept open after its final frame, MP3 split into several files, raw frames.
+
+Inside: ``server`` (the emulator's life and records), ``admission`` (the HTTP side of an
+upgrade), ``connection`` (frame-by-frame reading), ``play`` (one socket), ``lifecycle`` (when
+text becomes a synthesis), ``plan`` (the frames of a synthesis), ``synth`` (its audio).
 """
 
 from pipecat_telnyx_tts.emulator.catalogue import VOICES, Voice

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 
 from loguru import logger
 
@@ -18,61 +18,154 @@ from pipecat_telnyx_tts.emulator.server import TelnyxEmulator
 KEEP_CONNECTIONS = 64
 """Records a CLI server keeps: enough to inspect, bounded for a server left running for days."""
 
-_FAULT_OPTIONS: dict[str, tuple[type[int] | type[float], str]] = {
-    "upgrade_delay": (float, "seconds before answering the upgrade"),
-    "first_audio_delay": (float, "seconds before the first audio of each uncached synthesis"),
-    "pace": (float, "chunk pacing as a multiple of real time (1.0 real time; 0 unlimited)"),
-    "inactivity_timeout": (float, "idle seconds before the server closes a socket (0: never)"),
-    "error_after_chunks": (int, "send an audio error after N audio chunks of a synthesis"),
-    "drop_after_chunks": (int, "drop the TCP connection after N audio chunks of a synthesis"),
-    "fault_count": (int, "how many times the two faults above fire (default: every time)"),
-    "frames_after_force": (int, "frames of an interrupted synthesis still sent after a force"),
-    "chunk_ms": (int, "milliseconds of audio per streamed chunk"),
-}
+
+@dataclass(frozen=True)
+class _Option:
+    kind: type[int] | type[float] | type[bool]
+    text: str
+    unset: str = ""
+    """What the field's None means, said in the help instead of "None"."""
+
+
+_FAULT_OPTIONS: dict[str, _Option] = {
+    "upgrade_delay": _Option(float, "seconds before answering the upgrade"),
+    "refuse_status": _Option(
+        int, "refuse upgrades with this HTTP status (429, 500, 503...)", unset="never"
+    ),
+    "refuse_count": _Option(
+        int, "how many upgrade attempts --refuse-status refuses", unset="no limit"
+    ),
+    "refuse_for": _Option(
+        float,
+        "seconds to refuse for, from the first refused attempt; with neither limit, "
+        "every attempt is refused",
+        unset="no limit",
+    ),
+    "hang_upgrades": _Option(int, "how many upgrade requests get no HTTP answer at all"),
+    "first_audio_delay": _Option(
+        float, "seconds before the first audio of each uncached synthesis"
+    ),
+    "pace": _Option(
+        float, "chunk pacing as a multiple of real time: 1.0 real time, 0 unlimited",
+        unset="unlimited",
+    ),
+    "sentence_pause_ms": _Option(
+        int, "milliseconds of silence after each sentence end in a synthesis but the last"
+    ),
+    "inactivity_timeout": _Option(
+        float, "idle seconds before the server closes a socket, 0 for never", unset="never"
+    ),
+    "chunk_ms": _Option(int, "milliseconds of audio per streamed chunk"),
+    "error_after_chunks": _Option(
+        int, "send an audio error, then close 1011, after N audio chunks of a synthesis",
+        unset="never",
+    ),
+    "drop_after_chunks": _Option(
+        int, "drop the TCP connection after N audio chunks of a synthesis", unset="never"
+    ),
+    "close_after_chunks": _Option(
+        int, "close with --close-code, no error frame, after N audio chunks of a synthesis",
+        unset="never",
+    ),
+    "close_code": _Option(int, "close code of --close-after-chunks"),
+    "stall_after_chunks": _Option(
+        int, "send nothing more, and do not close, after N audio chunks of a synthesis",
+        unset="never",
+    ),
+    "fault_count": _Option(
+        int, "how many times the four mid-synthesis faults above fire", unset="every time"
+    ),
+    "frames_after_force": _Option(
+        int, "frames of an interrupted synthesis still sent after a force"
+    ),
+    "keep_open_after_final": _Option(
+        bool, "keep the socket open after the final frame that answers end of sequence"
+    ),
+    "mp3_files": _Option(int, "separately encoded MP3 files per synthesis (MP3 output only)"),
+}  # fmt: skip
 _INJECT_HELP = (
     "a raw text frame to send before the first audio chunk of the next synthesis, once; "
-    "repeat for several (binary frames: use Faults.inject_frames from Python)"
+    "repeat for several (binary frames: use Faults.inject_frames from Python; default: none)"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options (server, lifecycle, signal, every ``Faults`` field)."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="0 picks a free port (default: 8765)"
+    )
     parser.add_argument("--api-key", help="accept only this bearer token (default: any)")
     parser.add_argument(
-        "--lifecycle", choices=[m.value for m in Lifecycle], default=Lifecycle.OBSERVED.value
+        "--lifecycle",
+        choices=[m.value for m in Lifecycle],
+        default=Lifecycle.OBSERVED.value,
+        help=f"which reading of the protocol to play (default: {Lifecycle.OBSERVED.value})",
     )
-    parser.add_argument("--signal", choices=[m.value for m in Signal], default=Signal.AUTO.value)
-    parser.add_argument("--seed", type=int, default=0, help="seed of chunking and frame order")
+    parser.add_argument(
+        "--signal",
+        choices=[m.value for m in Signal],
+        default=Signal.AUTO.value,
+        help=f"what the audio sounds like (default: {Signal.AUTO.value})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of chunking and frame order (default: 0)"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
         choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"],
+        help="log level (default: INFO)",
     )
-    defaults = Faults()
-    group = parser.add_argument_group("faults")
+    group = parser.add_argument_group(
+        "faults", "Latency and failures to inject; the defaults are live-like timing."
+    )
+    group.add_argument(
+        "--fast",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="start from no injected latency: no delays, unlimited pace, no sentence pauses",
+    )
+    realistic, fast = Faults(), Faults.fast()
     for f in fields(Faults):
+        flag = "--" + f.name.replace("_", "-")
         if f.name == "inject_frames":
             group.add_argument(
-                "--inject-frame", dest="inject_frames", action="append", default=[],
-                metavar="RAW", help=_INJECT_HELP,
+                "--inject-frame", dest="inject_frames", action="append",
+                default=argparse.SUPPRESS, metavar="RAW", help=_INJECT_HELP,
             )  # fmt: skip
             continue
-        value = getattr(defaults, f.name)
-        kind, text = _FAULT_OPTIONS[f.name]
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=kind,
-            default=value,
-            help=f"{text} (default: {value})",
-        )
+        option = _FAULT_OPTIONS[f.name]
+        default = _shown(getattr(realistic, f.name), option)
+        fast_value = getattr(fast, f.name)
+        if fast_value != getattr(realistic, f.name):
+            default += f"; {_shown(fast_value, option)} with --fast"
+        help_text = f"{option.text} (default: {default})"
+        if option.kind is bool:
+            group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, type=option.kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def _shown(value: object, option: _Option) -> str:
+    if value is None:
+        return option.unset
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def faults_from_args(ns: argparse.Namespace) -> Faults:
-    """The ``Faults`` the parsed options ask for."""
-    return Faults(**{f.name: getattr(ns, f.name) for f in fields(Faults)})
+    """The ``Faults`` the parsed options ask for: ``--fast`` or live-like timing, then every
+    option given."""
+    base = Faults.fast() if getattr(ns, "fast", False) else Faults()
+    given = {f.name: getattr(ns, f.name) for f in fields(Faults) if hasattr(ns, f.name)}
+    return replace(base, **given)
 
 
 def emulator_from_args(ns: argparse.Namespace, *, keep_connections: int | None) -> TelnyxEmulator:

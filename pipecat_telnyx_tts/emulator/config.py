@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Self
 
 
 class Lifecycle(enum.StrEnum):
@@ -36,24 +37,59 @@ class Signal(enum.StrEnum):
 class Faults:
     """Latency and failures to inject. Mutable: tests change it between turns.
 
-    Every field is read when it takes effect (at the upgrade, at the start of a synthesis, at each
-    audio chunk), so a change applies to whatever happens next, also on sockets already open.
+    The defaults are the timing a client meets live: first audio after 250 ms, audio released at
+    2.4x real time, short pauses between sentences. ``Faults.fast()`` drops all of it, for tests
+    that wait on records rather than on the clock. Every field is read when it takes effect (at
+    the upgrade, at the start of a synthesis, at each audio chunk), so a change applies to
+    whatever happens next, also on sockets already open. Counters (``fault_count``,
+    ``refuse_count``, ``hang_upgrades``) count down as their faults fire.
     """
+
+    # ------------------------------------------------------------------ the upgrade
 
     upgrade_delay: float = 0.0
     """Seconds before the HTTP answer to an upgrade (101 or a refusal)."""
 
-    first_audio_delay: float = 0.0
+    refuse_status: int | None = None
+    """Refuse upgrades with this standard HTTP status (429, 500, 503...) and Telnyx's REST error
+    JSON; a 429 carries ``Retry-After: 1``. Checked before the key and the parameters, as an
+    overloaded front door would. None: no such refusals."""
+
+    refuse_count: int | None = None
+    """How many upgrade attempts ``refuse_status`` refuses; decremented per refusal, and at 0
+    upgrades succeed again. None: no limit by count."""
+
+    refuse_for: float | None = None
+    """Refuse for this many seconds from the first refused attempt, then accept again; the
+    fault is then spent (``refuse_status`` goes back to None). None: no limit by time. With
+    neither limit, every attempt is refused while ``refuse_status`` is set."""
+
+    hang_upgrades: int = 0
+    """This many upgrade requests get no HTTP answer at all: the TCP connection stays open
+    until the client gives up or the emulator stops. Decremented per hung request."""
+
+    # ------------------------------------------------------------------ timing
+
+    first_audio_delay: float = 0.25
     """Seconds from the start of a synthesis to its first audio; cached syntheses skip it."""
 
-    pace: float | None = None
+    pace: float | None = 2.4
     """Chunk release speed as a multiple of real time (1.0 real time, 2.4 as seen live);
     None or 0 sends as fast as the socket takes it. Cached syntheses are never paced."""
+
+    sentence_pause_ms: int = 200
+    """Silence rendered after each sentence end (``.?!``) inside a synthesis but the last, so
+    that sentences synthesized together do not run on into each other; 0: none."""
 
     inactivity_timeout: float | None = 20.0
     """Idle seconds since the last client frame before the server closes (None or 0: never);
     the ``inactivity_timeout`` query parameter overrides it per socket. Audio still streaming
     does not count as activity: only client frames do."""
+
+    chunk_ms: int = 250
+    """Audio per streamed chunk; Telnyx sends few, large frames."""
+
+    # ------------------------------------------------------------------ mid-synthesis
 
     error_after_chunks: int | None = None
     """Send ``{"error": "Error in audio response"}`` once a synthesis has sent this many audio
@@ -63,19 +99,49 @@ class Faults:
     """Abort the TCP connection (no close frame) once a synthesis has sent this many audio
     chunks."""
 
+    close_after_chunks: int | None = None
+    """Close with ``close_code`` and no error frame once a synthesis has sent this many audio
+    chunks."""
+
+    close_code: int = 1011
+    """The code of the ``close_after_chunks`` close (1011 or 1008 typically)."""
+
+    stall_after_chunks: int | None = None
+    """Send nothing more once a synthesis has sent this many audio chunks, and do not close:
+    later syntheses, final frames and frames owed after a force never come. The socket still
+    answers the client's close, and the inactivity timeout still applies."""
+
     fault_count: int | None = None
-    """How many more times the two mid-synthesis faults above may fire; decremented each time
+    """How many more times the four mid-synthesis faults above may fire; decremented each time
     one fires, so a client that reconnects eventually gets through. None: every time."""
+
+    # ------------------------------------------------------------------ shape of the stream
 
     frames_after_force: int = 0
     """How many frames of the interrupted synthesis still go out after a force arrives: frames
-    the server had already produced, which a client must drop on its own."""
+    the server had already produced, which a client must drop on its own. They go out at once,
+    before anything the client sent after the force (its close, say) is handled; never the
+    synthesis's final frame, and none for a synthesis still rendering its audio."""
 
-    chunk_ms: int = 250
-    """Audio per streamed chunk; Telnyx sends few, large frames."""
+    keep_open_after_final: bool = False
+    """After the final frame that answers end of sequence (``{"text": ""}``), keep the socket
+    open instead of closing with 1000. Text sent after it is still not synthesized; the client's
+    close or the inactivity timeout ends the socket."""
+
+    mp3_files: int = 1
+    """A synthesis's MP3 audio is this many separately encoded MP3 files back to back, as seen
+    live: split at sentence ends where the text has enough of them, else evenly. Each file opens
+    with its own ID3v2 tag at the start of a frame and may span several frames. MP3 output only."""
 
     inject_frames: list[str | bytes] = field(default_factory=list)
     """Raw frames sent as they are, just before the first audio chunk of the next synthesis that
     has audio; the list is emptied once they are out. For malformed or unexpected server frames
     (bad JSON, bad base64, unknown keys, huge or binary frames) that ``encode_server`` would
     never build; a ``bytes`` item goes out as a binary frame."""
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> Self:
+        """No injected latency: no delays, unlimited pace, no sentence pauses; everything else
+        at its default, then ``overrides``."""
+        fast = cls(upgrade_delay=0.0, first_audio_delay=0.0, pace=None, sentence_pause_ms=0)
+        return replace(fast, **overrides)

@@ -37,6 +37,8 @@ class SynthesisRecord:
     cached: bool = False
     forced: bool = False
     """Interrupted by ``{"force": true}``, or dropped from the queue by it before it started."""
+    frames_after_force_sent: int = 0
+    """Frames of this synthesis that went out after the force that interrupted it."""
     mp3: bool = False
     sample_rate: int = 0
 
@@ -53,7 +55,8 @@ class ConnectionRecord:
     headers: dict[str, str]
     """Request headers; the Authorization credential is replaced by ``REDACTED``."""
     status: int
-    """101 when upgraded, else the refusal status (0 while the upgrade is pending)."""
+    """101 when upgraded, else the refusal status; 0 while the upgrade is pending, and for good
+    when it was never answered (``Faults.hang_upgrades``)."""
     opened_at: float
     closed_at: float | None = None
     close_code: int | None = None

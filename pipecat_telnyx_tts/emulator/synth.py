@@ -43,6 +43,7 @@ _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _HEADER = re.compile(r"(^|\s)#{1,6}(?=\s|$)", re.MULTILINE)
 _EMPHASIS = re.compile(r"\*\*|__|~~|`+|\*")
 _SSML_TAG = re.compile(r"<[^>]*>")
+_SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 
 
 def strip_markdown(text: str) -> str:
@@ -61,6 +62,12 @@ def spoken_text(text: str, ssml: bool = False) -> str:
     """The words that will be voiced; empty when there is nothing to say."""
     plain = _SSML_TAG.sub(" ", text) if ssml else strip_markdown(text)
     return " ".join(plain.split())
+
+
+def split_sentences(spoken: str) -> list[str]:
+    """The sentences of ``spoken``: each ends at ``.``, ``?`` or ``!`` followed by whitespace,
+    or at the end of the text."""
+    return _SENTENCE_BREAK.split(spoken) if spoken else []
 
 
 def speech_seconds(spoken: str, speed: float = 1.0) -> float:
@@ -342,24 +349,60 @@ class SynthesisRequest:
     language: str | None = None
     ssml: bool = False
     marker: int = 1
+    sentence_pause_ms: int = 0
+    """Silence after each sentence end but the last (not in SSML, whose author places pauses)."""
+    mp3_files: int = 1
+    """Separately encoded MP3 files the audio is made of; other encodings are one piece."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a rendition that starts a frame of its own: a whole MP3 file, or all of it."""
+
+    data: bytes
+    end_seconds: float
+    """Audio complete at the end of this part, counted from the start of the synthesis."""
 
 
 @dataclass(frozen=True)
 class Rendition:
-    """The encoded audio of one synthesis (empty when there was nothing to say)."""
+    """The encoded audio of one synthesis (no parts when there was nothing to say)."""
 
-    data: bytes
+    parts: tuple[Part, ...]
     audio_seconds: float
     fmt: OutputFormat
 
+    @property
+    def data(self) -> bytes:
+        return b"".join(part.data for part in self.parts)
 
-def synthesize_pcm(request: SynthesisRequest) -> Pcm:
-    """Mono int16 PCM at the output rate."""
+
+def synthesize_pcm(request: SynthesisRequest) -> tuple[Pcm, list[int]]:
+    """Mono int16 PCM at the output rate, and the sample offsets where a sentence (and its pause)
+    ends inside it: where an MP3 file may end without cutting a word."""
     spoken = spoken_text(request.text, request.ssml)
-    rate = request.fmt.sample_rate
     if not spoken:
-        return np.zeros(0, dtype=np.int16)
+        return np.zeros(0, dtype=np.int16), []
     signal = resolve_signal(request.signal)
+    by_sentence = not request.ssml and (
+        request.sentence_pause_ms > 0 or (request.fmt.mp3 and request.mp3_files > 1)
+    )
+    sentences = split_sentences(spoken) if by_sentence else [spoken]
+    # The marker signal's pauses carry the marker too: every sample still names its socket.
+    silence_value = request.marker if signal is Signal.MARKER else 0
+    pause = max(0, round(request.fmt.sample_rate * request.sentence_pause_ms / 1000))
+    pieces: list[Pcm] = []
+    ends: list[int] = []
+    for i, sentence in enumerate(sentences):
+        pieces.append(_sentence_pcm(request, signal, sentence))
+        if i < len(sentences) - 1:
+            pieces.append(np.full(pause, silence_value, dtype=np.int16))
+            ends.append(sum(len(piece) for piece in pieces))
+    return np.concatenate(pieces), ends
+
+
+def _sentence_pcm(request: SynthesisRequest, signal: Signal, spoken: str) -> Pcm:
+    rate = request.fmt.sample_rate
     if signal is Signal.SPEECH:
         source = request.text if request.ssml else spoken
         pcm = ESPEAK.synthesize(source, request.language, request.speed, request.ssml)
@@ -374,25 +417,53 @@ def synthesize_pcm(request: SynthesisRequest) -> Pcm:
     return tone_pcm(spoken, rate, seconds)
 
 
+def file_cuts(sentence_ends: list[int], total: int, files: int) -> list[int]:
+    """Sample offsets at which to start a new MP3 file, to make ``files`` files of ``total``
+    samples: at sentence ends when there are enough of them (those nearest an even split),
+    else evenly. Fewer cuts when the audio is too short to split that often."""
+    wanted = min(files, total) - 1
+    if wanted <= 0:
+        return []
+    inner = [end for end in sentence_ends if 0 < end < total]
+    if len(inner) < wanted:
+        return sorted({round(k * total / (wanted + 1)) for k in range(1, wanted + 1)})
+    cuts: list[int] = []
+    start = 0
+    for k in range(1, wanted + 1):
+        # Leave enough sentence ends after this cut for the cuts still to come.
+        candidates = inner[start : len(inner) - (wanted - k)]
+        target = k * total / (wanted + 1)
+        best = min(range(len(candidates)), key=lambda i: abs(candidates[i] - target))
+        cuts.append(candidates[best])
+        start += best + 1
+    return cuts
+
+
 def render(request: SynthesisRequest) -> Rendition:
-    """Synthesize and encode one synthesis as one file (MP3, WAV) or one raw stream."""
-    pcm = synthesize_pcm(request)
+    """Synthesize and encode one synthesis: MP3 as ``mp3_files`` files, WAV as one file, the
+    other encodings as one raw stream."""
+    pcm, sentence_ends = synthesize_pcm(request)
     fmt = request.fmt
     seconds = len(pcm) / fmt.sample_rate
     if len(pcm) == 0:
-        return Rendition(b"", 0.0, fmt)
+        return Rendition((), 0.0, fmt)
+    if fmt.mp3:
+        bounds = [0, *file_cuts(sentence_ends, len(pcm), request.mp3_files), len(pcm)]
+        parts = tuple(
+            Part(encode_mp3(pcm[a:b], fmt.sample_rate), b / fmt.sample_rate)
+            for a, b in itertools.pairwise(bounds)
+        )
+        return Rendition(parts, seconds, fmt)
     match fmt.encoding:
-        case "mp3":
-            data = encode_mp3(pcm, fmt.sample_rate)
         case "wav":
             data = encode_wav(pcm, fmt.sample_rate)
         case "mulaw":
             data = encode_mulaw(pcm)
         case "alaw":
             data = encode_alaw(pcm)
-        case "linear16":
+        case _:
             data = pcm.astype("<i2").tobytes()
-    return Rendition(data, seconds, fmt)
+    return Rendition((Part(data, seconds),), seconds, fmt)
 
 
 @dataclass(frozen=True)
@@ -404,12 +475,24 @@ class Chunk:
 
 
 def split_chunks(rendition: Rendition, chunk_ms: int, rng: random.Random) -> list[Chunk]:
-    """Cut a rendition into frame payloads of about ``chunk_ms`` of audio each.
+    """Cut a rendition into frame payloads of about ``chunk_ms`` of audio each; every part
+    starts a payload of its own.
 
     MP3 is cut at random byte offsets, not at MPEG frame boundaries, as Telnyx does: a client
     must buffer across frames. Raw and WAV audio is cut on sample boundaries.
     """
-    data, fmt = rendition.data, rendition.fmt
+    chunks: list[Chunk] = []
+    start_seconds = 0.0
+    for part in rendition.parts:
+        chunks += _split_part(part, start_seconds, rendition.fmt, chunk_ms, rng)
+        start_seconds = part.end_seconds
+    return chunks
+
+
+def _split_part(
+    part: Part, start_seconds: float, fmt: OutputFormat, chunk_ms: int, rng: random.Random
+) -> list[Chunk]:
+    data = part.data
     if not data:
         return []
     chunk_seconds = max(chunk_ms, 1) / 1000
@@ -431,7 +514,8 @@ def split_chunks(rendition: Rendition, chunk_ms: int, rng: random.Random) -> lis
         cuts = list(range(header + step, len(data), step))
     bounds = [0, *cuts, len(data)]
     body = len(data) - header
+    seconds = part.end_seconds - start_seconds
     return [
-        Chunk(data[a:b], rendition.audio_seconds * (b - header) / body)
+        Chunk(data[a:b], start_seconds + seconds * (b - header) / body)
         for a, b in itertools.pairwise(bounds)
     ]
