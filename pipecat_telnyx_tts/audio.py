@@ -67,10 +67,11 @@ class AudioDecodeError(ValueError):
 def sniff_audio_format(head: bytes) -> AudioFormat | None:
     """Tell the format from the first bytes of a synthesis, or None if they cannot tell yet.
 
-    Only magic numbers are checked so the decision costs nothing and needs at most 4 bytes: an
-    ID3v2 tag or an MPEG Layer III frame header means MP3, "RIFF" means WAV, anything else is raw
-    PCM. A PCM stream opening with a sample that happens to look like an MPEG header would be
-    misread; TTS audio opens with near-silence, which never does.
+    MP3 and WAV need real evidence: an ID3v2 tag, a RIFF header, or an MPEG Layer III frame
+    header followed, exactly one frame later, by another one. Anything else is raw PCM. One
+    plausible header alone is not enough: a PCM stream whose first sample is -1025 opens with
+    ``FF FB`` too. So a head that opens like an MPEG frame is held until the next frame's header
+    has arrived (at most about 1.4 kB).
     """
     if not head:
         return None
@@ -80,27 +81,55 @@ def sniff_audio_format(head: bytes) -> AudioFormat | None:
         if magic.startswith(head):
             return None
     if head[0] == 0xFF:
-        return _sniff_mpeg_header(head)
+        return _sniff_mpeg_frames(head)
     return AudioFormat.PCM
 
 
-def _sniff_mpeg_header(head: bytes) -> AudioFormat | None:
-    """Decide MP3 vs PCM for a head opening with 0xFF by checking the MPEG header fields."""
-    if len(head) < 2:
+# Layer III bitrates in kbit/s by bitrate index, and sample rates by rate index.
+_MPEG1_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG2_KBPS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_MPEG_HEADER_LEN = 4
+
+
+def _mpeg_frame_length(header: bytes) -> int | None:
+    """Bytes in the MPEG Layer III frame this 4-byte header opens, or None if it is no header.
+
+    Free-format (bitrate index 0) is legal but has no length to check, and no TTS server uses it.
+    """
+    if len(header) < _MPEG_HEADER_LEN or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
         return None
-    b1 = head[1]
-    sync_ok = b1 & 0xE0 == 0xE0
-    version_ok = b1 & 0x18 != 0x08  # 01 is the reserved version
-    layer3 = b1 & 0x06 == 0x02
-    if not (sync_ok and version_ok and layer3):
-        return AudioFormat.PCM
-    if len(head) < 3:
+    version, layer = (header[1] >> 3) & 0x03, (header[1] >> 1) & 0x03
+    bitrate_index, rate_index = header[2] >> 4, (header[2] >> 2) & 0x03
+    if version not in _MPEG_RATES or layer != 1 or bitrate_index in (0, 15) or rate_index == 3:
         return None
-    bitrate_index, rate_index = head[2] >> 4, (head[2] >> 2) & 0x03
-    # Bitrate index 0 ("free format") is legal but no TTS server uses it; 15 and rate 3 are invalid.
-    if bitrate_index in (0, 15) or rate_index == 3:
+    padding = (header[2] >> 1) & 0x01
+    rate = _MPEG_RATES[version][rate_index]
+    if version == 3:
+        return 144_000 * _MPEG1_KBPS[bitrate_index] // rate + padding
+    return 72_000 * _MPEG2_KBPS[bitrate_index] // rate + padding
+
+
+def _sniff_mpeg_frames(head: bytes) -> AudioFormat | None:
+    """MP3 if two consecutive frame headers agree; PCM as soon as they cannot; None meanwhile."""
+    if len(head) < _MPEG_HEADER_LEN:
+        # Rule out what the bytes so far already rule out, so that PCM is not held needlessly.
+        padded = head + b"\x00" * (_MPEG_HEADER_LEN - len(head))
+        if len(head) >= 2 and _mpeg_frame_length(padded[:2] + b"\x10\x00") is None:
+            return AudioFormat.PCM
+        if len(head) >= 3 and _mpeg_frame_length(padded) is None:
+            return AudioFormat.PCM
+        return None
+    length = _mpeg_frame_length(head)
+    if length is None:
         return AudioFormat.PCM
-    return AudioFormat.MP3
+    following = head[length : length + _MPEG_HEADER_LEN]
+    if len(following) < _MPEG_HEADER_LEN:
+        return None
+    same_stream = following[1] == head[1] and (following[2] & 0x0C) == (head[2] & 0x0C)
+    if same_stream and _mpeg_frame_length(following) is not None:
+        return AudioFormat.MP3
+    return AudioFormat.PCM
 
 
 class _RateConverter:
@@ -459,7 +488,7 @@ class AudioDecoder:
             raise ValueError(f"rates must be positive, got pcm_rate={pcm_rate} out_rate={out_rate}")
         self._pcm_rate = pcm_rate
         self._converter = _RateConverter(out_rate)
-        self._head = b""  # bytes held until they tell the format (at most 3)
+        self._head = b""  # bytes held until they tell the format (see sniff_audio_format)
         self._format: AudioFormat | None = None
         self._stream: _Stream | None = None
         self._finished = False

@@ -153,7 +153,19 @@ def split_at_random(data: bytes, seed: int, max_chunk: int = 700) -> list[bytes]
 
 @pytest.mark.parametrize(
     "head",
-    [b"", b"I", b"ID", b"R", b"RI", b"RIF", b"\xff", b"\xff\xf3", b"\xff\xfb"],
+    [
+        b"",
+        b"I",
+        b"ID",
+        b"R",
+        b"RI",
+        b"RIF",
+        b"\xff",
+        b"\xff\xf3",
+        b"\xff\xfb",
+        b"\xff\xf3\x64",  # an MPEG-2 Layer III header, 24 kHz: the next frame must confirm it
+        b"\xff\xfb\x90\x64" + bytes(400),  # MPEG-1, 44.1 kHz, 128 kbit/s: 417-byte frames
+    ],
 )
 def test_sniff_returns_none_while_the_head_is_undecidable(head: bytes) -> None:
     assert sniff_audio_format(head) is None
@@ -163,8 +175,6 @@ def test_sniff_returns_none_while_the_head_is_undecidable(head: bytes) -> None:
     ("head", "expected"),
     [
         (b"ID3", AudioFormat.MP3),
-        (b"\xff\xf3\x64", AudioFormat.MP3),  # MPEG-2 Layer III, 24 kHz
-        (b"\xff\xfb\x90\x64", AudioFormat.MP3),  # MPEG-1 Layer III, 44.1 kHz
         (b"RIFF", AudioFormat.WAV),
         (b"\x00", AudioFormat.PCM),
         (b"IX", AudioFormat.PCM),
@@ -176,6 +186,28 @@ def test_sniff_returns_none_while_the_head_is_undecidable(head: bytes) -> None:
 )
 def test_sniff_decides_from_magic_bytes(head: bytes, expected: AudioFormat) -> None:
     assert sniff_audio_format(head) is expected
+
+
+def test_two_consecutive_mpeg_frames_are_mp3() -> None:
+    mp3 = encode_mp3(sine(24000, 0.3), 24000)
+    assert not mp3.startswith(b"ID3")
+    assert sniff_audio_format(mp3[:3]) is None
+    assert sniff_audio_format(mp3) is AudioFormat.MP3
+
+
+def test_pcm_opening_like_an_mpeg_header_is_pcm() -> None:
+    """A first sample of -1025 is FF FB little-endian; a valid header must follow one frame on."""
+    samples = np.concatenate([[-1025, 0x6490 - 0x10000], sine(24000, 0.2)]).astype("<i2")
+    pcm = samples.tobytes()
+    assert pcm[:4] == b"\xff\xfb\x90\x64"
+    assert sniff_audio_format(pcm[:100]) is None
+    assert sniff_audio_format(pcm) is AudioFormat.PCM
+
+    decoder = AudioDecoder(pcm_rate=24000, out_rate=24000)
+    out = b"".join(decoder.feed(pcm[i : i + 160]) for i in range(0, len(pcm), 160))
+    out += decoder.flush()
+    assert decoder.format is AudioFormat.PCM
+    assert out == pcm
 
 
 # --- MP3 ----------------------------------------------------------------------------------------
