@@ -75,17 +75,25 @@ def choose_format(
     return fmt, rate, rate
 
 
+def ignored_speed(voice: str, speed: float | None) -> str | None:
+    """Why ``speed`` has no effect on ``voice``, or None when it applies.
+
+    Said once per settings change by the caller: requests are rebuilt for every spare socket.
+    """
+    family = VoiceId.parse(voice).family
+    if speed is None or (family is not None and family.speed_key):
+        return None
+    name = family.name if family else "this provider"
+    return f"{name} has no speed setting; speed={speed} is ignored"
+
+
 def voice_settings_for(
     family: ProviderFamily | None, speed: float | None, voice_settings: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """Map ``speed`` onto the provider's own key; explicit ``voice_settings`` win."""
     merged: dict[str, Any] = {}
-    if speed is not None:
-        if family is not None and family.speed_key:
-            merged[family.speed_key] = speed
-        else:
-            name = family.name if family else "this provider"
-            logger.warning(f"{name} has no speed setting; speed={speed} is ignored")
+    if speed is not None and family is not None and family.speed_key:
+        merged[family.speed_key] = speed
     if voice_settings:
         merged.update(voice_settings)
     return merged or None

@@ -3,9 +3,10 @@
 Design in one paragraph: every turn gets a socket of its own, taken from a spare that was connected
 and initialized ahead of time, so no turn waits for a handshake and every audio byte read from a
 socket belongs to exactly one turn (the wire has no context id). Barge-in sends ``force`` on the
-interrupted turn's socket and abandons it: nothing it sends afterwards can reach the pipeline. What
-to send and when a turn is over is decided by :class:`~pipecat_telnyx_tts.turn.Turn`; this module is
-the asyncio and pipecat glue around it.
+interrupted turn's socket and abandons it: nothing it sends afterwards can reach the pipeline.
+Where the pieces live: what to send and when a turn is over, :mod:`~pipecat_telnyx_tts.turn`; the
+life of one socket, :mod:`~pipecat_telnyx_tts.socket_state` and :mod:`~pipecat_telnyx_tts.lane`;
+the spare, :mod:`~pipecat_telnyx_tts.spares`. This module is the pipecat glue around them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -36,15 +38,14 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from pipecat_telnyx_tts.audio import AudioDecoder
+from pipecat_telnyx_tts.audio import AudioDecodeError, AudioDecoder
+from pipecat_telnyx_tts.lane import Lane, SendFailed, unsent_text
 from pipecat_telnyx_tts.protocol import (
     DEFAULT_URL,
     ClientMessage,
     ErrorMessage,
     ProtocolError,
     ServerMessage,
-    encode_client,
-    parse_server,
 )
 from pipecat_telnyx_tts.request import (
     DECODABLE_FORMATS,
@@ -52,7 +53,10 @@ from pipecat_telnyx_tts.request import (
     build_request,
     check_voice,
     choose_format,
+    ignored_speed,
 )
+from pipecat_telnyx_tts.socket_state import PERMANENT_UPGRADE_STATUSES, Backoff
+from pipecat_telnyx_tts.spares import SparePool, SpareTiming
 from pipecat_telnyx_tts.turn import Audio, Event, Failed, Finished, FirstAudioLatency, Phase, Turn
 
 # websockets logs request headers (the API key among them) at DEBUG; this logger never does.
@@ -74,24 +78,6 @@ class TelnyxTTSSettings(TTSSettings):
     voice_settings: dict[str, Any] | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
 
 
-@dataclass(eq=False)
-class _Lane:
-    """One socket and, once a turn takes it, that turn."""
-
-    request: Request
-    created_at: float = field(default_factory=time.monotonic)
-    ws: ClientConnection | None = None
-    ready: bool = False
-    """Connected and initialized; until then messages wait in ``pending``."""
-    pending: list[ClientMessage] = field(default_factory=list)
-    context_id: str | None = None
-    turn: Turn | None = None
-    decoder: AudioDecoder | None = None
-    task: asyncio.Task | None = None
-    last_heard: float = field(default_factory=time.monotonic)
-    closed: bool = False
-
-
 class TelnyxTTSService(TTSService):
     """Telnyx text-to-speech over its streaming WebSocket.
 
@@ -103,16 +89,20 @@ class TelnyxTTSService(TTSService):
     Settings = TelnyxTTSSettings
     _settings: TelnyxTTSSettings
 
-    SPARE_MAX_AGE_S: ClassVar[float] = 12.0
-    """A spare is replaced after this long: Telnyx closes sockets idle for 20 s."""
+    SPARE_TIMING: ClassVar[SpareTiming] = SpareTiming()
     RESPONSE_TIMEOUT_S: ClassVar[float] = 10.0
     """Silence from the server, while it owes audio, after which the turn fails."""
     FINAL_GRACE_S: ClassVar[float] = 3.0
     """After end of sequence and a final frame, how long to wait for a close that never comes."""
-    CONNECT_TIMEOUT_S: ClassVar[float] = 10.0
+    CONNECT_TIMEOUT_S: ClassVar[float] = 5.0
+    """One handshake attempt; an upgrade that is never answered is abandoned after this."""
+    TURN_CONNECT_BUDGET_S: ClassVar[float] = 9.0
+    """How long a turn keeps retrying to connect through an outage before it is given up.
+    Below pipecat's idle timeout for the context (``RESPONSE_TIMEOUT_S`` + 2 s)."""
     SEND_TIMEOUT_S: ClassVar[float] = 5.0
     CLOSE_TIMEOUT_S: ClassVar[float] = 2.0
-    RETRY_DELAYS_S: ClassVar[tuple[float, ...]] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    QUICK_CLOSE_S: ClassVar[float] = 5.0
+    """A spare the server closes sooner than this after it opened counts as a failure."""
 
     def __init__(
         self,
@@ -167,16 +157,23 @@ class TelnyxTTSService(TTSService):
         kwargs.setdefault("stop_frame_timeout_s", self.RESPONSE_TIMEOUT_S + 2.0)
         super().__init__(sample_rate=sample_rate, settings=defaults, **kwargs)
         self._api_key = key
+        self._key_pattern = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
         self._url = url
         self._audio_format = audio_format
-        self._lanes: dict[str, _Lane] = {}
-        self._spares: list[_Lane] = []
+        self._lanes: dict[str, Lane] = {}
+        """Turn sockets by context id."""
+        self._pool = SparePool(self._open_lane, self._retire, self.SPARE_TIMING)
+        self._backoff = Backoff()
+        self._outage = False
+        """Connections have failed for reasons that may pass, and none has succeeded since."""
+        self._refused = False
+        """Telnyx refused the key or settings (400/401/403); only new settings can help."""
+        self._stopping = False
         self._maintenance_task: asyncio.Task | None = None
-        self._connect_failures = 0
-        self._retry_at = 0.0
         self._closing: set[asyncio.Task] = set()
         self._failed_turns: dict[str, list[str]] = {}
         """Turns ended by an error while their text still flowed, with the text left unspoken."""
+        self._warn_ignored_settings()
 
     def can_generate_metrics(self) -> bool:
         """TTFB and usage metrics are produced (through the base class)."""
@@ -196,31 +193,57 @@ class TelnyxTTSService(TTSService):
         self._maintenance_task = self.create_task(self._maintain_spares(), name="telnyx-spares")
 
     async def stop(self, frame: EndFrame) -> None:
-        """Let the last turn finish playing, then close every socket."""
+        """Speak the turn in progress to its end, then close every socket.
+
+        pipecat calls this before its own end-of-turn handling, and then waits for every audio
+        context to finish playing; so the turn's remaining text is flushed here, or the wait
+        would be for a turn whose end of sequence was never sent.
+        """
+        self._begin_shutdown()
+        await self._finish_turn_in_progress()
         await super().stop(frame)
         await self._shutdown()
 
     async def cancel(self, frame: CancelFrame) -> None:
         """Close every socket at once."""
+        self._begin_shutdown()
         await super().cancel(frame)
         await self._shutdown()
 
     async def cleanup(self) -> None:
         """Close every socket when the pipeline is torn down without a stop or cancel."""
+        self._begin_shutdown()
         await super().cleanup()
         await self._shutdown()
+
+    def _begin_shutdown(self) -> None:
+        """From here on no socket is opened, whatever happens."""
+        self._stopping = True
+        for spare in self._pool.stop():
+            self._retire(spare, "service stopping")
+
+    async def _finish_turn_in_progress(self) -> None:
+        context_id = self._turn_context_id
+        if context_id is None:
+            return
+        remaining = await self._text_aggregator.flush()
+        if remaining:
+            await self._handle_aggregated_text(self._aggregated_text_frame(remaining))
+        finalized = await self._aggregated_frame_sequencer.finalize(context_id)
+        await self._push_sequencer_frames(finalized, context_id)
+        if self.audio_context_available(context_id):
+            await self.flush_audio(context_id)
 
     async def _shutdown(self) -> None:
         if self._maintenance_task:
             await self.cancel_task(self._maintenance_task)
             self._maintenance_task = None
-        for lane in [*self._spares, *self._lanes.values()]:
-            await self._close_lane(lane)
-        self._spares.clear()
+        for lane in list(self._lanes.values()):
+            self._retire(lane, "service stopping")
         self._lanes.clear()
-        # Sockets already closing in the background are bounded by the close timeout.
-        if self._closing:
-            _, late = await asyncio.wait(self._closing, timeout=self.CLOSE_TIMEOUT_S + 1.0)
+        # Every close is bounded by the close timeout; the margin only covers scheduling.
+        while self._closing:
+            _, late = await asyncio.wait(set(self._closing), timeout=self.CLOSE_TIMEOUT_S + 1.0)
             for task in late:
                 await self.cancel_task(task)
 
@@ -238,6 +261,13 @@ class TelnyxTTSService(TTSService):
             language=str(s.language) if s.language else None,
         )
 
+    def _warn_ignored_settings(self) -> None:
+        s = self._settings
+        assert isinstance(s.voice, str)
+        note = ignored_speed(s.voice, s.speed if isinstance(s.speed, int | float) else None)
+        if note:
+            logger.warning(f"{self}: {note}")
+
     async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:  # type: ignore[override]
         """Apply from the next turn: the spare is rebuilt, the turn in progress keeps its socket."""
         previous_voice = self._settings.voice
@@ -249,13 +279,15 @@ class TelnyxTTSService(TTSService):
                 delta.voice = NOT_GIVEN
         changed = await super()._update_settings(delta)
         if changed:
-            self._retry_at = 0.0
-            self._connect_failures = 0
+            self._refused = False
+            self._backoff.succeeded()
             try:
                 self._ensure_spare()
             except ValueError as e:
                 self._settings.voice = previous_voice
                 await self.push_error(f"settings update refused: {e}", exception=e)
+                return changed
+            self._warn_ignored_settings()
         return changed
 
     # ------------------------------------------------------------------ turns
@@ -274,12 +306,13 @@ class TelnyxTTSService(TTSService):
             return
         self._failed_turns.pop(context_id, None)
         lane = self._lanes.get(context_id)
-        unused = lane is not None and lane.turn is not None and not lane.turn.sent_text
-        if lane is not None and unused and not self.audio_context_available(context_id):
-            del self._lanes[context_id]
-            lane.context_id = lane.turn = lane.decoder = None
-            self._spares.append(lane)
-            self._ensure_spare()
+        if lane is None or lane.turn_on_wire or lane.pending:
+            return
+        if self.audio_context_available(context_id):
+            return
+        del self._lanes[context_id]
+        self._pool.give_back(lane)
+        self._ensure_spare()
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send the text on the turn's socket; the audio arrives on that socket's receive task."""
@@ -289,8 +322,12 @@ class TelnyxTTSService(TTSService):
             yield None
             return
         lane = self._lane_for(context_id)
+        if lane is None:
+            logger.warning(f"{self}: the service is stopping; not spoken: [{text}]")
+            yield None
+            return
         if lane.turn is None or lane.turn.phase is not Phase.SPEAKING:
-            logger.warning(f"{self}: turn {context_id} has already ended; not speaking [{text}]")
+            logger.warning(f"{self}: turn {context_id} has already ended; not spoken: [{text}]")
             yield None
             return
         await self.start_tts_usage_metrics(text)
@@ -335,110 +372,75 @@ class TelnyxTTSService(TTSService):
         lane = self._lanes.pop(context_id, None)
         if lane is None or lane.turn is None:
             return
-        messages = lane.turn.interrupt()
-        if messages and lane.ready:
-            await self._send(lane, messages)
-        lane.pending.clear()
-        self._close_later(lane)
+        force = lane.turn.interrupt()
+        if force and lane.life.open and not lane.life.ended:
+            await self._send(lane, force)
+        self._retire(lane, "barge-in")
 
-    def _lane_for(self, context_id: str) -> _Lane:
+    def _lane_for(self, context_id: str) -> Lane | None:
+        """The turn's socket, bound now if it has none; None once the service is stopping."""
         lane = self._lanes.get(context_id)
         if lane is not None:
             return lane
-        lane = self._take_spare() or self._open_lane(self._current_request())
-        lane.context_id = context_id
-        lane.turn = Turn(token_mode=self._is_streaming_tokens)
-        lane.decoder = AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate)
+        if self._stopping:
+            return None
+        request = self._current_request()
+        lane = self._pool.take(request) or self._open_lane(request)
+        lane.bind(
+            context_id,
+            Turn(token_mode=self._is_streaming_tokens),
+            AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate),
+        )
         self._lanes[context_id] = lane
         return lane
 
-    # ------------------------------------------------------------------ spares
+    async def _send(self, lane: Lane, messages: list[ClientMessage]) -> None:
+        try:
+            await lane.send(messages)
+        except SendFailed as e:
+            # The socket was aborted; its receive task fails the turn with an error.
+            logger.warning(f"{self}: {e}; not spoken: [{unsent_text(messages)}]")
+        except (ConnectionClosed, OSError) as e:
+            # The receive task sees the same end and fails the turn with an error.
+            lost = unsent_text(messages)
+            if lost:
+                logger.warning(f"{self}: send to Telnyx failed ({e}); not spoken: [{lost}]")
 
-    def _take_spare(self) -> _Lane | None:
-        """The newest ready spare built from the current settings, else a connecting one."""
-        key = self._current_request().key
-        usable = [s for s in self._spares if not s.closed and s.request.key == key]
-        if not usable:
-            return None
-        lane = next((s for s in reversed(usable) if s.ready), usable[-1])
-        self._spares.remove(lane)
-        return lane
+    # ------------------------------------------------------------------ spares and sockets
 
     def _ensure_spare(self) -> None:
-        """Keep one fresh spare built from the current settings (connecting or ready)."""
-        if not self.is_usable or time.monotonic() < self._retry_at:
+        """Keep one fresh spare (during an outage too: it is how recovery is noticed)."""
+        if self._stopping or self._refused:
             return
-        request = self._current_request()
-        now = time.monotonic()
-        fresh = [
-            s
-            for s in self._spares
-            if not s.closed
-            and s.request.key == request.key
-            and now - s.created_at < self.SPARE_MAX_AGE_S
-        ]
-        if not fresh:
-            self._spares.append(self._open_lane(request))
-        for spare in [s for s in self._spares if s.request.key != request.key or s.closed]:
-            self._spares.remove(spare)
-            self._close_later(spare)
+        if not self.is_usable and not self._outage:
+            return
+        if self._backoff.wait(time.monotonic()) > 0:
+            return
+        self._pool.ensure(self._current_request())
 
     async def _maintain_spares(self) -> None:
         """Replace spares before the server's inactivity timeout closes them."""
         while True:
-            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            # While backing off, the next attempt is due when the backoff ends.
+            delay = self._backoff.wait(now) or self._pool.next_check(now, longest=1.0)
+            await asyncio.sleep(delay)
             self._ensure_spare()
 
-    def _retire_older_spares(self, ready: _Lane) -> None:
-        """A newer ready spare makes older ones redundant."""
-        for spare in [
-            s for s in self._spares if s is not ready and s.created_at < ready.created_at
-        ]:
-            self._spares.remove(spare)
-            self._close_later(spare)
-
-    # ------------------------------------------------------------------ sockets
-
-    def _open_lane(self, request: Request) -> _Lane:
-        lane = _Lane(request)
-        lane.task = self.create_task(self._run_lane(lane), name="telnyx-lane")
+    def _open_lane(self, request: Request) -> Lane:
+        assert not self._stopping, "no socket may be opened once the service is stopping"
+        lane = Lane(request, self, self._connect, send_timeout=self.SEND_TIMEOUT_S)
+        lane.poll = min(1.0, self.FINAL_GRACE_S)
+        lane.task = self.create_task(lane.run(), name="telnyx-lane")
         return lane
 
-    async def _send(self, lane: _Lane, messages: list[ClientMessage]) -> None:
-        if not lane.ready:
-            lane.pending.extend(messages)
+    def _retire(self, lane: Lane, reason: str) -> None:
+        """Close a socket on this client's behalf, in the background (bounded by its timeout)."""
+        if not lane.begin_close(reason):
             return
-        assert lane.ws is not None
-        for message in messages:
-            try:
-                async with asyncio.timeout(self.SEND_TIMEOUT_S):
-                    await lane.ws.send(encode_client(message))
-            except (ConnectionClosed, TimeoutError, OSError) as e:
-                # The receive task sees the same failure and ends the turn with an error.
-                unsent = " ".join(getattr(m, "text", "") for m in messages).strip()
-                if unsent:
-                    logger.warning(f"{self}: send to Telnyx failed ({e}); not spoken: [{unsent}]")
-                else:
-                    logger.debug(f"{self}: send to Telnyx failed ({e}); no text was lost")
-                return
-
-    async def _run_lane(self, lane: _Lane) -> None:
-        try:
-            lane.ws = await self._connect(lane.request)
-            await lane.ws.send(encode_client(lane.request.init))
-            while lane.pending:
-                # Popped only once sent, so a failure still names the text it lost.
-                await lane.ws.send(encode_client(lane.pending[0]))
-                lane.pending.pop(0)
-        except Exception as e:  # every failure to connect must end the turn
-            await self._connect_failed(lane, e)
-            return
-        lane.ready = True
-        self._connect_failures = 0
-        lane.last_heard = time.monotonic()
-        if lane in self._spares:
-            self._retire_older_spares(lane)
-        await self._receive(lane)
+        task = self.create_task(lane.finish_close(), name="telnyx-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _connect(self, request: Request) -> ClientConnection:
         return await connect(
@@ -451,96 +453,115 @@ class TelnyxTTSService(TTSService):
             logger=_WS_LOGGER,
         )
 
-    async def _receive(self, lane: _Lane) -> None:
-        assert lane.ws is not None
-        while not lane.closed:
-            try:
-                # A timeout scope, not wait_for: on 3.11 wait_for makes a task per audio frame.
-                async with asyncio.timeout(self._poll_interval(lane)):
-                    raw = await lane.ws.recv()
-            except TimeoutError:
-                await self._on_quiet(lane)
-                continue
-            except ConnectionClosed as e:
-                await self._on_closed(lane, e)
-                return
-            lane.last_heard = time.monotonic()
-            try:
-                message = parse_server(raw)
-            except ProtocolError as e:
-                logger.warning(f"{self}: ignoring a malformed frame from Telnyx: {e}")
-                continue
-            if lane.turn is None:
-                await self._spare_message(lane, message)
-                continue
-            await self._handle_events(lane, lane.turn.on_message(message))
+    # ------------------------------------------------------------------ what lanes report
 
-    def _poll_interval(self, lane: _Lane) -> float:
-        if lane.turn is not None and lane.turn.final_after_end:
-            return self.FINAL_GRACE_S
-        return 1.0
+    async def lane_ready(self, lane: Lane) -> None:
+        """A handshake went through: an outage, if there was one, is over."""
+        self._backoff.succeeded()
+        if self._outage:
+            self._outage = False
+            logger.info(f"{self}: Telnyx is reachable again")
+            if not self.is_usable and not self._refused:
+                # pipecat wrote the service off for the silent turns of the outage.
+                await self.set_usable(True)
+        self._pool.ready(lane)
 
-    async def _on_quiet(self, lane: _Lane) -> None:
-        turn = lane.turn
-        if turn is None:
+    async def lane_message(self, lane: Lane, message: ServerMessage) -> None:
+        if lane.turn is None:
+            await self._spare_message(lane, message)
             return
-        quiet = time.monotonic() - lane.last_heard
-        if turn.final_after_end and quiet >= self.FINAL_GRACE_S:
-            logger.debug(f"{self}: Telnyx kept the socket open after the final frame")
-            await self._handle_events(lane, turn.on_grace_expired())
-        elif turn.awaiting_server and quiet >= self.RESPONSE_TIMEOUT_S:
-            await self._handle_events(lane, turn.on_timeout(quiet))
+        await self._handle_events(lane, lane.turn.on_message(message))
 
-    async def _on_closed(self, lane: _Lane, e: ConnectionClosed) -> None:
-        clean = e.rcvd is not None and e.rcvd.code == 1000
-        detail = f"close code {e.rcvd.code}" if e.rcvd else "connection lost without a close frame"
-        if e.rcvd and e.rcvd.reason:
-            detail += f": {e.rcvd.reason}"
+    async def lane_malformed(self, lane: Lane, error: ProtocolError) -> None:
+        logger.warning(f"{self}: ignoring a malformed frame from Telnyx: {error}")
+
+    async def lane_quiet(self, lane: Lane, seconds: float) -> None:
         if lane.turn is not None:
-            await self._handle_events(lane, lane.turn.on_closed(clean=clean, detail=detail))
-        else:
-            logger.debug(f"{self}: spare Telnyx socket closed ({detail})")
-            await self._drop_spare(lane, quick=time.monotonic() - lane.created_at < 5.0)
+            events = lane.turn.on_quiet(
+                seconds, grace=self.FINAL_GRACE_S, timeout=self.RESPONSE_TIMEOUT_S
+            )
+            await self._handle_events(lane, events)
 
-    async def _spare_message(self, lane: _Lane, message: ServerMessage) -> None:
-        """A spare is not owed anything; an error here is about the settings it was built with."""
+    async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
+        if lane.turn is None:
+            logger.debug(f"{self}: spare Telnyx socket ended ({detail})")
+            quick = time.monotonic() - lane.life.created_at < self.QUICK_CLOSE_S
+            self._pool.discard(lane, detail)
+            if quick:
+                self._backoff.failed(time.monotonic())
+            self._ensure_spare()
+            return
+        if not lane.turn_on_wire and lane.turn.phase is not Phase.DONE and not self._stopping:
+            await self._move_turn(lane, detail)
+            return
+        await self._handle_events(lane, lane.turn.on_closed(clean=clean, detail=detail))
+
+    async def lane_connect_failed(self, lane: Lane, error: Exception) -> float | None:
+        """Retry a turn's socket through an outage within its budget; give up otherwise."""
+        now = time.monotonic()
+        permanent = (
+            isinstance(error, InvalidStatus)
+            and error.response.status_code in PERMANENT_UPGRADE_STATUSES
+        )
+        message = self._describe_connect_error(lane.request, error)
+        if not permanent:
+            delay = self._backoff.failed(now)
+            first = not self._outage
+            self._outage = True
+            turn = lane.turn
+            budget_left = self.TURN_CONNECT_BUDGET_S - (now - lane.life.created_at)
+            if turn is not None and turn.phase is not Phase.DONE and delay < budget_left:
+                if first:
+                    await self.push_error(f"{message}; retrying", exception=error)
+                logger.warning(f"{self}: {message}; retrying in {delay:.1f} s")
+                return delay
+            if turn is None:
+                # A spare: the pool tries again once the backoff allows.
+                self._pool.discard(lane, message)
+                if first:
+                    await self.push_error(f"{message}; retrying", exception=error)
+                else:
+                    logger.debug(f"{self}: {message}")
+                return None
+        else:
+            already_refused, self._refused = self._refused, True
+            self._pool.discard(lane, message)
+            if lane.turn is None and already_refused:
+                logger.debug(f"{self}: {message}")
+                return None
+        await self._fail_unconnected_turn(lane, message, error)
+        return None
+
+    async def _fail_unconnected_turn(self, lane: Lane, message: str, error: Exception) -> None:
+        turn, context_id = lane.turn, lane.context_id
+        if turn is None or context_id is None:
+            await self.push_error(message, exception=error)
+            return
+        self._lanes.pop(context_id, None)
+        lost = unsent_text(lane.pending)
+        lane.pending = []
+        turn.interrupt()
+        self._failed_turns[context_id] = []
+        if turn.end_sent:
+            await self._end_context(context_id)
+        detail = f"; not spoken: [{lost}]" if lost else ""
+        await self.push_error(f"{message}{detail}", exception=error)
+
+    async def _move_turn(self, lane: Lane, detail: str) -> None:
+        """The turn's socket ended before any of the turn reached it: carry on on another one."""
+        assert lane.context_id is not None
+        logger.info(f"{self}: Telnyx socket ended before the turn's text ({detail}); moving on")
+        fresh = self._pool.take(lane.request) or self._open_lane(lane.request)
+        self._lanes[lane.context_id] = fresh
+        queued = fresh.adopt(lane)
+        await self._send(fresh, queued)
+
+    async def _spare_message(self, lane: Lane, message: ServerMessage) -> None:
+        """A spare is owed nothing; an error here is about the settings it was built with."""
         if isinstance(message, ErrorMessage):
             await self.push_error(f"Telnyx refused the voice settings: {message.error}")
-        await self._drop_spare(lane, quick=True)
-
-    async def _drop_spare(self, lane: _Lane, *, quick: bool) -> None:
-        if lane in self._spares:
-            self._spares.remove(lane)
-        await self._close_lane(lane)
-        if quick:
-            self._backoff()
-        self._ensure_spare()
-
-    def _backoff(self) -> None:
-        delay = self.RETRY_DELAYS_S[min(self._connect_failures, len(self.RETRY_DELAYS_S) - 1)]
-        self._connect_failures += 1
-        self._retry_at = time.monotonic() + delay
-
-    async def _connect_failed(self, lane: _Lane, e: Exception) -> None:
-        lane.closed = True
-        message = self._describe_connect_error(lane.request, e)
-        permanent = isinstance(e, InvalidStatus) and e.response.status_code in (400, 401, 403)
-        if lane in self._spares:
-            self._spares.remove(lane)
-        if lane.turn is not None and lane.context_id is not None:
-            self._lanes.pop(lane.context_id, None)
-            if lane.pending:
-                unsent = " ".join(getattr(m, "text", "") for m in lane.pending).strip()
-                logger.error(f"{self}: not spoken because Telnyx could not be reached: [{unsent}]")
-            lane.turn.interrupt()
-            self._failed_turns[lane.context_id] = []
-            if lane.turn.end_sent:
-                await self._end_context(lane.context_id)
-        if not permanent:
-            self._backoff()
-        await self.push_error(message, exception=e)
-        if not permanent:
-            self._ensure_spare()
+        self._pool.discard(lane, "unexpected frame on a spare")
+        self._backoff.failed(time.monotonic())
 
     def _describe_connect_error(self, request: Request, e: Exception) -> str:
         voice = request.params.voice
@@ -555,14 +576,17 @@ class TelnyxTTSService(TTSService):
                 400: f"the request was rejected: check the voice id {voice!r} "
                 f"(Provider.Model.VoiceId) and sample_rate {request.params.sample_rate} / "
                 f"audio_format {request.params.audio_format} for that provider",
-            }.get(status, "unexpected HTTP status at the WebSocket upgrade")
+                429: "Telnyx is rate-limiting connections",
+            }.get(status, "Telnyx could not take the connection")
             return f"Telnyx TTS connection failed with HTTP {status}: {hint}. {body}".strip()
         return f"Telnyx TTS connection to {self._url} failed: {type(e).__name__}: {e}"
 
-    async def _handle_events(self, lane: _Lane, events: list[Event]) -> None:
+    # ------------------------------------------------------------------ a turn's events
+
+    async def _handle_events(self, lane: Lane, events: list[Event]) -> None:
         for event in events:
             # An abandoned socket is no longer the turn's: nothing it sends may be delivered.
-            if lane.closed or self._lanes.get(lane.context_id or "") is not lane:
+            if lane.life.retired or self._lanes.get(lane.context_id or "") is not lane:
                 return
             match event:
                 case Audio(data=data):
@@ -572,68 +596,59 @@ class TelnyxTTSService(TTSService):
                 case Finished():
                     await self._finish(lane, end_context=True)
                 case Failed(reason=reason):
-                    assert lane.turn is not None and lane.context_id is not None
-                    self._failed_turns[lane.context_id] = []
-                    # While the LLM may still send text, the context stays open so that text
-                    # cannot open a second one; flush_audio ends it with the turn.
-                    await self._finish(lane, end_context=lane.turn.end_sent)
-                    await self.push_error(reason)
+                    await self._fail(lane, reason)
 
-    async def _deliver(self, lane: _Lane, data: bytes) -> None:
-        assert lane.decoder is not None and lane.context_id is not None
+    async def _fail(self, lane: Lane, reason: str) -> None:
+        assert lane.turn is not None and lane.context_id is not None
+        self._failed_turns[lane.context_id] = []
+        # While the LLM may still send text, the context stays open so that text cannot open a
+        # second one; flush_audio ends it with the turn.
+        await self._finish(lane, end_context=lane.turn.end_sent)
+        await self.push_error(reason)
+
+    async def _deliver(self, lane: Lane, data: bytes) -> None:
+        assert lane.decoder is not None and lane.context_id is not None and lane.turn is not None
         try:
             pcm = lane.decoder.feed(data)
-        except ValueError as e:
-            logger.warning(f"{self}: undecodable audio from Telnyx dropped: {e}")
+        except AudioDecodeError as e:
+            await self._handle_events(lane, lane.turn.fail(f"Telnyx audio cannot be decoded: {e}"))
             return
         if pcm:
             frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=lane.context_id)
             await self.append_to_audio_context(lane.context_id, frame)
 
-    async def _finish(self, lane: _Lane, *, end_context: bool) -> None:
+    async def _finish(self, lane: Lane, *, end_context: bool) -> None:
         """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
-        if lane.decoder is not None and lane.context_id in self._lanes:
-            try:
-                tail = lane.decoder.flush()
-            except ValueError as e:
-                logger.warning(f"{self}: undecodable audio tail from Telnyx dropped: {e}")
-                tail = b""
-            if tail:
-                frame = TTSAudioRawFrame(tail, self.sample_rate, 1, context_id=lane.context_id)
-                await self.append_to_audio_context(lane.context_id, frame)
-        if lane.context_id is not None:
-            self._lanes.pop(lane.context_id, None)
-            if end_context:
-                await self._end_context(lane.context_id)
-        self._close_later(lane)
+        context_id = lane.context_id
+        assert context_id is not None and lane.decoder is not None
+        self._lanes.pop(context_id, None)
+        self._retire(lane, "turn over")
+        try:
+            tail = lane.decoder.flush()
+        except AudioDecodeError as e:
+            tail = b""
+            if context_id not in self._failed_turns:
+                # The server finished, but none of its audio decoded: a failure all the same.
+                self._failed_turns[context_id] = []
+                await self.push_error(f"Telnyx audio cannot be decoded: {e}")
+        if tail:
+            frame = TTSAudioRawFrame(tail, self.sample_rate, 1, context_id=context_id)
+            await self.append_to_audio_context(context_id, frame)
+        if end_context:
+            await self._end_context(context_id)
 
     async def _end_context(self, context_id: str) -> None:
         if self.audio_context_available(context_id):
             await self.append_to_audio_context(context_id, TTSStoppedFrame(context_id=context_id))
             await self.remove_audio_context(context_id)
 
-    def _close_later(self, lane: _Lane) -> None:
-        lane.closed = True
-        task = self.create_task(self._close_lane(lane), name="telnyx-close")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _close_lane(self, lane: _Lane) -> None:
-        lane.closed = True
-        ws = lane.ws
-        if ws is not None:
-            try:
-                await ws.close()
-            except Exception as e:  # closing must never fail a turn
-                logger.debug(f"{self}: closing a Telnyx socket: {e}")
-        task = lane.task
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            await self.cancel_task(task)
-
     async def push_error_frame(
         self, error: ErrorFrame, force_treat_as_permanent: bool = False
     ) -> None:
-        """Never let the API key into an error message."""
-        if self._api_key in error.error:
-            error.error = error.error.replace(self._api_key, "***")
+        """Never let the API key into an error message.
+
+        No message is built with the key in it; this guard replaces only the whole key, so a
+        short key cannot mangle the words around it.
+        """
+        error.error = self._key_pattern.sub("***", error.error)
         await super().push_error_frame(error, force_treat_as_permanent)

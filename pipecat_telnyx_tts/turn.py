@@ -14,7 +14,10 @@ protocol (``shared/telnyx-tts-protocol.md`` §4):
 Both readings agree that the server closes after answering end of sequence, so a turn is complete
 when that close arrives, or when a final frame that followed end of sequence is not followed by
 more audio within a short grace (a server that keeps the socket open). A final frame before end of
-sequence never ends a turn: under the documented reading it only closes one sentence.
+sequence never ends a turn: under the documented reading it only closes one sentence. Nor does the
+grace while text that was sent has not been echoed back by a text-bearing frame yet: under the
+documented reading a final can close sentence 1 while sentence 2 is still being synthesized, and
+its audio may come after a long pause.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ class Turn:
         """True while a synthesis was asked for and the server has not answered since."""
         self.final_after_end = False
         """True once a final frame arrived after end of sequence (see ``Turn`` docstring)."""
+        self._sent = ""
+        self._echoed_chars = 0
 
     @property
     def end_sent(self) -> bool:
@@ -172,6 +177,21 @@ class Turn:
         self.phase = Phase.ENDING
         return out
 
+    @property
+    def unanswered_text(self) -> str:
+        """Sent text whose synthesis the server has not announced yet (empty when none).
+
+        Text-bearing frames echo what each synthesis speaks; comparing letters and digits only
+        keeps the markdown and spacing the server strips from mattering.
+        """
+        seen = 0
+        for i, c in enumerate(self._sent):
+            if c.isalnum():
+                if seen == self._echoed_chars:
+                    return self._sent[i:].strip()
+                seen += 1
+        return ""
+
     def interrupt(self) -> list[ClientMessage]:
         """Abandon the turn; a force goes out only if the server has anything to stop."""
         was_live = self.phase is not Phase.DONE and self._sent_text
@@ -188,8 +208,10 @@ class Turn:
             case ErrorMessage(error=error):
                 self.phase = Phase.DONE
                 return [Failed(f"Telnyx reported an error: {error}")]
-            case AudioMessage(audio=audio, cached=cached, time_to_first_audio_ms=ttfa):
+            case AudioMessage(audio=audio, text=text, cached=cached, time_to_first_audio_ms=ttfa):
                 events: list[Event] = []
+                if text:
+                    self._echoed_chars += _letters(text)
                 if ttfa is not None:
                     events.append(FirstAudioLatency(ttfa, cached))
                 if audio:
@@ -203,12 +225,32 @@ class Turn:
                 return events
         return []
 
-    def on_grace_expired(self) -> list[Event]:
-        """The grace after a post-end final passed with no more audio: the turn is complete."""
-        if self.phase is Phase.ENDING and self.final_after_end:
+    def on_quiet(self, seconds: float, *, grace: float, timeout: float) -> list[Event]:
+        """The server has sent nothing for ``seconds``.
+
+        After a final that followed end of sequence, and with every sentence announced, ``grace``
+        of quiet means the server kept the socket open after finishing. While audio is owed,
+        ``timeout`` of quiet means it is not coming; the error names what was not heard.
+        """
+        if self.phase is Phase.DONE:
+            return []
+        ended = self.phase is Phase.ENDING and self.final_after_end
+        if ended and seconds >= grace and not self.unanswered_text:
             self.phase = Phase.DONE
             return [Finished()]
+        if self.awaiting_server and seconds >= timeout:
+            self.phase = Phase.DONE
+            owed = self.unanswered_text
+            missing = f"; never spoken: [{owed}]" if owed else ""
+            return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due{missing}")]
         return []
+
+    def fail(self, reason: str) -> list[Event]:
+        """End the turn because of a failure found outside the frames (a send, the decoder)."""
+        if self.phase is Phase.DONE:
+            return []
+        self.phase = Phase.DONE
+        return [Failed(reason)]
 
     def on_closed(self, *, clean: bool, detail: str) -> list[Event]:
         """The socket closed. After end of sequence a clean close is the normal end of a turn."""
@@ -224,14 +266,12 @@ class Turn:
             return [Failed(f"Telnyx closed the socket before the turn's final frame ({detail})")]
         return [Failed(f"the Telnyx connection ended before the turn finished ({detail})")]
 
-    def on_timeout(self, seconds: float) -> list[Event]:
-        """The server went silent for too long while it owed us audio."""
-        if self.phase is Phase.DONE:
-            return []
-        self.phase = Phase.DONE
-        return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due")]
-
     def _text_message(self, text: str, *, flush: bool) -> TextMessage:
         self._sent_text = True
+        self._sent += text
         self.awaiting_server = self.awaiting_server or flush
         return TextMessage(text, flush=flush)
+
+
+def _letters(text: str) -> int:
+    return sum(c.isalnum() for c in text)

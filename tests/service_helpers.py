@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pipecat.frames.frames import (
+    DataFrame,
     ErrorFrame,
     Frame,
     LLMFullResponseEndFrame,
@@ -16,7 +20,9 @@ from pipecat.frames.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
 )
+from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.task import PipelineParams
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import run_test
 
 from pipecat_telnyx_tts import TelnyxTTSService
@@ -40,7 +46,7 @@ def llm_turn(*tokens: str) -> list[Frame]:
 
 
 async def run(
-    tts: TelnyxTTSService, frames: Sequence[Frame], rate: int = 16000
+    tts: TelnyxTTSService | Pipeline, frames: Sequence[Frame], rate: int = 16000
 ) -> tuple[list[Frame], list[Frame]]:
     down, up = await run_test(
         tts,
@@ -80,3 +86,51 @@ def wire_texts(messages: Sequence[ClientMessage]) -> list[tuple[str, bool]]:
 
 def ended(messages: Sequence[ClientMessage]) -> bool:
     return any(isinstance(m, EndMessage) for m in messages)
+
+
+@dataclass
+class Until(DataFrame):
+    """Holds back the frames queued after it until ``predicate`` holds: a script's cue.
+
+    Pipelines under test are fed a fixed list of frames; this lets the list wait for something
+    to have happened (a socket closed, the service written off) instead of sleeping and hoping.
+    """
+
+    predicate: Callable[[], bool] = field(default=lambda: True)
+    timeout: float = 10.0
+    then: Callable[[], None] | None = None
+    """Run once the predicate holds, before the next frame goes on (to change the emulator)."""
+
+
+@dataclass
+class Push(DataFrame):
+    """Pushes ``frame`` in its turn. System frames (an interruption) overtake queued frames, so
+    one meant to come after an :class:`Until` is wrapped in this."""
+
+    frame: Frame | None = None
+
+
+class Gate(FrameProcessor):
+    """Plays :class:`Until` and :class:`Push` frames; passes every other frame on unchanged."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, Push):
+            assert frame.frame is not None
+            await self.push_frame(frame.frame, direction)
+            return
+        if not isinstance(frame, Until):
+            await self.push_frame(frame, direction)
+            return
+        deadline = time.monotonic() + frame.timeout
+        while not frame.predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cue never came: {frame.predicate}")
+            await asyncio.sleep(0.005)
+        if frame.then is not None:
+            frame.then()
+
+
+def gated(tts: TelnyxTTSService) -> Pipeline:
+    """``tts`` behind a :class:`Gate`, for ``run`` / ``run_test``."""
+    return Pipeline([Gate(), tts])

@@ -50,6 +50,7 @@ from test_fault_support import (
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import ConnectionRecord, Faults, TelnyxEmulator
 from pipecat_telnyx_tts.protocol import ForceMessage, TextMessage
+from pipecat_telnyx_tts.spares import SpareTiming
 from tests.service_helpers import llm_turn, make_tts
 
 FAULTS = [
@@ -73,6 +74,8 @@ Z = "Zulu is the last turn."
 
 INACTIVITY_S = 0.5
 """The emulator's idle timeout in the inactivity cells; the service keeps spares for 60 s."""
+LONG_IDLE = SpareTiming(server_idle_timeout=72.0, bind_margin=12.0, refresh_margin=12.5)
+"""A service that believes sockets may idle for 72 s, so it binds spares up to 60 s old."""
 SLOW_UPGRADE_S = 1.0
 """Longer than a spare takes to be ready (milliseconds), shorter than CONNECT_TIMEOUT_S."""
 SLOW_FIRST_AUDIO_S = 1.5
@@ -99,7 +102,7 @@ class Cell:
     forced_voice: str | None = None
     """Set after construction: the constructor refuses Ultra voices, and this gets one past it,
     as a voice the account lost access to would."""
-    spare_max_age_s: float | None = None
+    spare_timing: SpareTiming | None = None
 
 
 def barge_faults() -> Faults:
@@ -232,7 +235,7 @@ def inactivity(moment: str) -> Cell:
         return Cell(
             frames=[SleepFrame(2 * INACTIVITY_S), *llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
             faults=faults,
-            spare_max_age_s=60.0,
+            spare_timing=LONG_IDLE,
             expect=Expect(spoken_last=Z),
             hit=hit_spare,
         )
@@ -250,7 +253,7 @@ def inactivity(moment: str) -> Cell:
                 *llm_turn(Z),
             ],
             faults=faults,
-            spare_max_age_s=60.0,
+            spare_timing=LONG_IDLE,
             expect=Expect(errors=["inactivity timeout"], spoken_last=Z),
             hit=hit_turn,
         )
@@ -272,7 +275,7 @@ def inactivity(moment: str) -> Cell:
     return Cell(
         frames=[*streaming, InterruptionFrame(), *llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
         faults=faults,
-        spare_max_age_s=60.0,
+        spare_timing=LONG_IDLE,
         expect=Expect(spoken_last=Z, dropped_by_barge_in=KEEP),
         hit=hit_behind,
     )
@@ -504,8 +507,8 @@ async def test_fault_matrix(
 ) -> None:
     """One cell: the fault at the moment, under the lifecycle; every invariant, then its ending."""
     cell = build(fault, moment)
-    if cell.spare_max_age_s is not None:
-        monkeypatch.setattr(TelnyxTTSService, "SPARE_MAX_AGE_S", cell.spare_max_age_s)
+    if cell.spare_timing is not None:
+        monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", cell.spare_timing)
     async with TelnyxEmulator(
         lifecycle=lifecycle, signal="marker", faults=cell.faults, **cell.emulator
     ) as emu:

@@ -27,6 +27,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.protocol import ForceMessage, InitMessage
+from pipecat_telnyx_tts.spares import SpareTiming
 from tests.service_helpers import (
     audio_frames,
     audio_seconds,
@@ -372,7 +373,8 @@ async def test_server_closing_after_every_turn_never_trips_quick_failure():
 
 
 async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
-    monkeypatch.setattr(TelnyxTTSService, "SPARE_MAX_AGE_S", 0.4)
+    timing = SpareTiming(server_idle_timeout=0.8, bind_margin=0.3, refresh_margin=0.4)
+    monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", timing)
     async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.8)) as emu:
         tts = make_tts(emu)
         down, up = await run(tts, [SleepFrame(2.0), *llm_turn("Still here.")])

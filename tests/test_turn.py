@@ -10,7 +10,7 @@ from pipecat_telnyx_tts.protocol import (
     ForceMessage,
     TextMessage,
 )
-from pipecat_telnyx_tts.request import build_request, check_voice, choose_format
+from pipecat_telnyx_tts.request import build_request, check_voice, choose_format, ignored_speed
 from pipecat_telnyx_tts.turn import Audio, Failed, Finished, FirstAudioLatency, Phase, Turn
 from pipecat_telnyx_tts.voices import family_of
 
@@ -136,10 +136,42 @@ def test_close_before_end_of_sequence_is_a_failure():
 def test_grace_after_final_finishes_a_server_that_never_closes():
     turn = Turn(token_mode=False)
     turn.text("Hi.")
-    assert turn.on_grace_expired() == []
+    assert turn.on_quiet(5, grace=3, timeout=10) == []
     turn.end()
+    turn.on_message(AudioMessage(None, "Hi."))
     turn.on_message(FinalMessage())
-    assert turn.on_grace_expired() == [Finished()]
+    assert turn.on_quiet(2.9, grace=3, timeout=10) == []
+    assert turn.on_quiet(3, grace=3, timeout=10) == [Finished()]
+
+
+def test_a_final_does_not_end_a_turn_while_a_sentence_is_unanswered():
+    """Documented reading: the final of sentence 1 arrives, sentence 2 is still synthesizing."""
+    turn = Turn(token_mode=False)
+    turn.text("First one. ")
+    turn.text("Second **one**.")
+    turn.end()
+    turn.on_message(AudioMessage(b"a", "First one. "))
+    turn.on_message(FinalMessage())
+    assert turn.unanswered_text == "Second **one**."
+    assert turn.on_quiet(5, grace=3, timeout=10) == []
+    # The server may strip markdown from what it echoes; letters and digits still match.
+    turn.on_message(AudioMessage(None, "Second one."))
+    turn.on_message(AudioMessage(b"b"))
+    turn.on_message(FinalMessage())
+    assert turn.unanswered_text == ""
+    assert turn.on_quiet(3, grace=3, timeout=10) == [Finished()]
+
+
+def test_owed_audio_that_never_comes_is_named_in_the_failure():
+    turn = Turn(token_mode=False)
+    turn.text("First one. ")
+    turn.text("Second one.")
+    turn.end()
+    turn.on_message(AudioMessage(b"a", "First one. "))
+    turn.on_message(FinalMessage())
+    assert turn.on_quiet(10, grace=3, timeout=10) == [
+        Failed("Telnyx sent nothing for 10 s while audio was due; never spoken: [Second one.]")
+    ]
 
 
 def test_error_frame_fails_the_turn_and_later_frames_are_ignored():
@@ -188,8 +220,18 @@ def test_awaiting_server_tracks_unanswered_flushes():
 def test_timeout_fails_once():
     turn = Turn(token_mode=False)
     turn.text("Hi.")
-    assert turn.on_timeout(10) == [Failed("Telnyx sent nothing for 10 s while audio was due")]
-    assert turn.on_timeout(10) == []
+    assert turn.on_quiet(10, grace=3, timeout=10) == [
+        Failed("Telnyx sent nothing for 10 s while audio was due; never spoken: [Hi.]")
+    ]
+    assert turn.on_quiet(10, grace=3, timeout=10) == []
+
+
+def test_fail_ends_the_turn_once():
+    turn = Turn(token_mode=False)
+    turn.text("Hi.")
+    assert turn.fail("undecodable audio") == [Failed("undecodable audio")]
+    assert turn.fail("again") == []
+    assert turn.on_message(AudioMessage(b"late")) == []
 
 
 # ----------------------------------------------------------------------------- requests
@@ -243,24 +285,21 @@ def test_speed_maps_to_the_provider_key_and_voice_settings_win():
     assert minimax.params.language == "en-US"
 
 
-def test_speed_on_a_provider_without_one_is_dropped_with_a_warning(caplog):
-    from loguru import logger
-
-    messages: list[str] = []
-    handle = logger.add(messages.append, level="WARNING")
-    try:
-        req = build_request(
-            voice="Telnyx.KokoroTTS.af_heart",
-            out_rate=24000,
-            audio_format=None,
-            speed=1.3,
-            voice_settings=None,
-            language=None,
-        )
-    finally:
-        logger.remove(handle)
+def test_speed_on_a_provider_without_one_is_dropped_and_explained():
+    req = build_request(
+        voice="Telnyx.KokoroTTS.af_heart",
+        out_rate=24000,
+        audio_format=None,
+        speed=1.3,
+        voice_settings=None,
+        language=None,
+    )
     assert req.init.voice_settings is None
-    assert any("no speed setting" in m for m in messages)
+    assert ignored_speed("Telnyx.KokoroTTS.af_heart", 1.3) == (
+        "Telnyx.KokoroTTS has no speed setting; speed=1.3 is ignored"
+    )
+    assert ignored_speed("Telnyx.NaturalHD.astra", 1.3) is None
+    assert ignored_speed("Telnyx.KokoroTTS.af_heart", None) is None
 
 
 def test_ultra_and_malformed_voices_fail_at_construction():
