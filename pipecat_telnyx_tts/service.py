@@ -584,10 +584,9 @@ class TelnyxTTSService(TTSService):
     # ------------------------------------------------------------------ a turn's events
 
     async def _handle_events(self, lane: Lane, events: list[Event]) -> None:
+        # Nothing of an abandoned turn gets here: its Turn yields no events once interrupted,
+        # and its Lane passes nothing on once this client began closing it.
         for event in events:
-            # An abandoned socket is no longer the turn's: nothing it sends may be delivered.
-            if lane.life.retired or self._lanes.get(lane.context_id or "") is not lane:
-                return
             match event:
                 case Audio(data=data):
                     await self._deliver(lane, data)

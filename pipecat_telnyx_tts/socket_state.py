@@ -82,11 +82,6 @@ class SocketLife:
         """Closing or closed: nothing it says may reach a turn, nothing more may be sent."""
         return self.state in (SocketState.CLOSING, SocketState.CLOSED)
 
-    @property
-    def retired(self) -> bool:
-        """This client closed it: whatever it still says belongs to nobody."""
-        return self.closed_by is Closer.CLIENT
-
     def opened(self, now: float) -> None:
         """The handshake and the init frame went through."""
         if self.ended:

@@ -134,6 +134,21 @@ async def test_many_pipelines_with_barge_ins_and_mid_turn_ends_leave_nothing_beh
         assert "these last words" in synthesized(emu)
 
 
+async def test_text_that_arrives_after_shutdown_opens_no_socket_and_is_named():
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+        await run(tts, llm_turn("Spoken before the end."))
+        count = len(emu.connections)
+        with captured_logs() as logs:
+            async for _ in tts.run_tts("Too late to speak.", "a-late-context"):
+                pass
+        assert len(emu.connections) == count
+        assert any(
+            line.level == "WARNING" and "not spoken: [Too late to speak.]" in line.message
+            for line in logs
+        )
+
+
 # ----------------------------------------------------------------------------- 2. EndFrame
 
 
@@ -411,8 +426,11 @@ async def test_frames_already_produced_at_a_barge_in_never_play(lifecycle):
             Push(InterruptionFrame()),
             *llm_turn("The next answer."),
         ]
-        down, up = await run(gated(tts), frames)
+        with captured_logs() as logs:
+            down, up = await run(gated(tts), frames)
         assert not errors(up)
+        # pipecat would drop audio for a context it no longer has, but say so: nothing may try.
+        assert not [line for line in logs if "unable to append" in line.message]
         forced = [c for c in emu.connections for s in c.syntheses if s.forced]
         assert forced and sum(s.frames_after_force_sent for s in forced[0].syntheses) > 0
         cut = next(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame))
