@@ -4,7 +4,7 @@ A voice agent decodes every synthesis on the event loop's thread, so the decoder
 second of audio is what it steals from everything else. The budget is 5 ms per second of audio
 for MP3; the script exits 1 when an MP3 case's median is over it.
 
-Run from the repository root (needs lameenc, from the ``emulator`` extra, to make the MP3)::
+Run from the repository root (lameenc, a core dependency, makes the MP3)::
 
     python -m benchmarks.audio_cpu
 """

@@ -2,7 +2,8 @@
 
 User errors (no key, a refused key, an unreachable server, a bad voice id) end with one line saying
 what to fix and a non-zero exit status, never a traceback. Progress goes to stderr, results to
-stdout, so ``--json`` output can be piped.
+stdout, so ``--json`` output can be piped. Pipecat is imported only by the commands that speak,
+after logging is set up, so that its import-time banner never shows without ``-v``.
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from pipecat_telnyx_tts.demo import (
-    DEFAULT_RATE,
-    DEFAULT_VOICE,
-    SpeakError,
-    SpeakResult,
-    run_demo,
-    speak,
-)
+from pipecat_telnyx_tts.common import DEFAULT_RATE, DEFAULT_VOICE, counted
 from pipecat_telnyx_tts.emulator import add_arguments as add_emulator_arguments
 from pipecat_telnyx_tts.emulator import main as emulator_main
 from pipecat_telnyx_tts.protocol import VOICES_PATH
 from pipecat_telnyx_tts.voices import PROVIDERS, TELNYX_MODELS
 
+if TYPE_CHECKING:
+    from pipecat_telnyx_tts.demo import SpeakResult
+
 DEFAULT_API_URL = "https://api.telnyx.com"
+VOICE_PROVIDERS = ("telnyx", *PROVIDERS)
+"""What ``voices --provider`` takes: Telnyx's own models, then every other provider."""
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 HTTP_TIMEOUT_S = 15.0
 
@@ -88,7 +87,7 @@ def _add_speech_options(parser: argparse.ArgumentParser, default_out: str) -> No
 def _report(result: SpeakResult) -> None:
     print(
         f"Wrote {result.path}: {result.audio_seconds:.1f} s of audio at {result.sample_rate} Hz, "
-        f"{len(result.sentences)} sentences."
+        f"{counted(len(result.sentences), 'sentence')}."
     )
     if result.first_audio_ms is not None:
         print(
@@ -98,6 +97,8 @@ def _report(result: SpeakResult) -> None:
 
 
 def _run_speech(coro: Coroutine[Any, Any, SpeakResult]) -> int:
+    from pipecat_telnyx_tts.demo import SpeakError
+
     try:
         result = asyncio.run(coro)
     except SpeakError as e:
@@ -107,6 +108,8 @@ def _run_speech(coro: Coroutine[Any, Any, SpeakResult]) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
+    from pipecat_telnyx_tts.demo import run_demo
+
     return _run_speech(
         run_demo(
             ns.output,
@@ -120,6 +123,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def _cmd_say(ns: argparse.Namespace) -> int:
+    from pipecat_telnyx_tts.demo import speak
+
     text = sys.stdin.read() if ns.text == "-" else ns.text
     return _run_speech(
         speak(
@@ -138,25 +143,33 @@ def _cmd_say(ns: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- voices
 
 
-def fetch_voices(api_url: str, api_key: str, provider: str | None = None) -> list[dict[str, Any]]:
-    """``GET {api_url}/v2/text-to-speech/voices``; raises ``CliError`` saying what to fix."""
+def fetch_voices(
+    api_url: str, api_key: str | None, provider: str | None = None
+) -> list[dict[str, Any]]:
+    """``GET {api_url}/v2/text-to-speech/voices``, with the key as a bearer token if there is
+    one (the emulator needs none); raises ``CliError`` saying what to fix.
+
+    ``api_url`` may also be the voice list's own URL, which the emulator prints when it starts.
+    """
     query = f"?{urllib.parse.urlencode({'provider': provider})}" if provider else ""
-    url = api_url.rstrip("/") + VOICES_PATH + query
-    request = urllib.request.Request(
-        url,
-        headers={
-            "Authorization": f"Bearer {api_key}",
-            "Accept": "application/json",
-            "User-Agent": "pipecat-telnyx-tts",
-        },
-    )
+    base = api_url.rstrip("/").removesuffix(VOICES_PATH)
+    url = base + VOICES_PATH + query
+    headers = {"Accept": "application/json", "User-Agent": "pipecat-telnyx-tts"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
             body = response.read()
     except urllib.error.HTTPError as e:
         detail = e.read().decode("utf-8", "replace")[:300].strip()
+        refused_key = (
+            "the API key was refused: check TELNYX_API_KEY or --api-key (a Telnyx API v2 key)"
+            if api_key
+            else "this server needs an API key: set TELNYX_API_KEY or pass --api-key"
+        )
         hint = {
-            401: "the API key was refused: check TELNYX_API_KEY or --api-key (a Telnyx API v2 key)",
+            401: refused_key,
             403: "this API key is not allowed to list voices",
             404: f"no voice list at {url}: check --api-url",
         }.get(e.code, "unexpected answer")
@@ -206,13 +219,26 @@ def _sort_key(voice: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(voice.get(c) or "").lower() for c in ("provider", "language", "voice_id"))
 
 
+def _is_telnyx(api_url: str) -> bool:
+    host = urllib.parse.urlsplit(api_url).hostname or ""
+    return host == "telnyx.com" or host.endswith(".telnyx.com")
+
+
 def _cmd_voices(ns: argparse.Namespace) -> int:
-    key = ns.api_key or os.environ.get("TELNYX_API_KEY")
-    if not key:
+    provider = ns.provider.lower() if ns.provider else None
+    if provider is not None and provider not in VOICE_PROVIDERS:
         raise CliError(
-            "listing voices needs a Telnyx API key: set TELNYX_API_KEY or pass --api-key"
+            f"unknown provider {ns.provider!r}: use one of {', '.join(sorted(VOICE_PROVIDERS))}"
         )
-    voices = fetch_voices(ns.api_url, key, ns.provider)
+    key = ns.api_key or os.environ.get("TELNYX_API_KEY")
+    # Only Telnyx is known to need a key; an emulator started without --api-key needs none,
+    # and a server that does need one answers 401, which fetch_voices explains.
+    if not key and _is_telnyx(ns.api_url):
+        raise CliError(
+            "listing Telnyx's voices needs a Telnyx API key: set TELNYX_API_KEY or pass "
+            "--api-key (the local emulator needs none: --api-url http://127.0.0.1:8765)"
+        )
+    voices = fetch_voices(ns.api_url, key, provider)
     if ns.language:
         voices = [v for v in voices if _language_matches(v, ns.language)]
     voices.sort(key=_sort_key)
@@ -220,7 +246,9 @@ def _cmd_voices(ns: argparse.Namespace) -> int:
         print(json.dumps(voices, indent=2))
     elif voices:
         print(format_table(voices))
-        _say_to_stderr(f"{len(voices)} voices; pass the VOICE_ID to --voice or Settings(voice=...)")
+        _say_to_stderr(
+            f"{counted(len(voices), 'voice')}; pass the VOICE_ID to --voice or Settings(voice=...)"
+        )
     else:
         _say_to_stderr("no voice matches those filters")
     return EXIT_OK
@@ -239,18 +267,26 @@ def _provider_rows() -> list[list[str]]:
     ]
     for prefix, family in families:
         notes = []
+        formats = ", ".join(sorted(family.formats))
+        rates = " ".join(str(r) for r in family.sample_rates)
         if not family.websocket:
             notes.append("not served on the WebSocket (403)")
         if not family.honours_format:
-            notes.append("always MP3" + (f" at {family.mp3_rate} Hz" if family.mp3_rate else ""))
+            # The accepted values and the audio that comes back differ: say both, side by side,
+            # or the columns read as what the voice sends.
+            answer = "always MP3" + (f" at {family.mp3_rate} Hz" if family.mp3_rate else "")
+            notes.append(f"{answer}, whatever is asked; the service decodes and resamples it")
+            formats += " accepted (answers mp3)"
+            if family.mp3_rate:
+                rates += f" accepted (answers {family.mp3_rate})"
         if family.speed_key:
             notes.append(f"Settings(speed=) sets {family.speed_key}")
         rows.append(
             [
                 prefix,
                 family.name,
-                ", ".join(sorted(family.formats)),
-                " ".join(str(r) for r in family.sample_rates),
+                formats,
+                rates,
                 str(family.default_rate),
                 family.delivery.value,
                 ", ".join(sorted(family.settings_keys)) or "-",
@@ -339,15 +375,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     voices = commands.add_parser(
         "voices",
-        help="list Telnyx TTS voices (needs an API key)",
-        description="List the voices of Telnyx's text-to-speech API.",
+        help="list Telnyx TTS voices (Telnyx needs an API key, the emulator does not)",
+        description="List the voices of Telnyx's text-to-speech API, or of the emulator's "
+        "(--api-url as the emulator prints it when it starts).",
     )
-    voices.add_argument("--provider", help="only this provider, e.g. telnyx, aws, azure, rime")
-    voices.add_argument("--language", help="only this language, e.g. en or en-GB")
-    voices.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    voices.add_argument("--api-key", help="Telnyx API v2 key (default: $TELNYX_API_KEY)")
     voices.add_argument(
-        "--api-url", default=DEFAULT_API_URL, help=f"REST base URL (default: {DEFAULT_API_URL})"
+        "--provider",
+        help=f"only this provider: one of {', '.join(sorted(VOICE_PROVIDERS))} (default: all)",
+    )
+    voices.add_argument("--language", help="only this language, e.g. en or en-GB (default: all)")
+    voices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    voices.add_argument(
+        "--api-key",
+        help="Telnyx API v2 key; not needed for an emulator started without --api-key "
+        "(default: $TELNYX_API_KEY)",
+    )
+    voices.add_argument(
+        "--api-url",
+        default=DEFAULT_API_URL,
+        help="REST base URL, or the voice list's own URL, e.g. the emulator's "
+        f"http://127.0.0.1:8765 (default: {DEFAULT_API_URL})",
     )
     voices.set_defaults(func=_cmd_voices)
 

@@ -36,6 +36,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
+from pipecat_telnyx_tts.common import DEFAULT_RATE, DEFAULT_VOICE, counted
 from pipecat_telnyx_tts.protocol import DEFAULT_URL
 from pipecat_telnyx_tts.request import check_voice
 from pipecat_telnyx_tts.service import TelnyxTTSService
@@ -49,8 +50,6 @@ DEMO_REPLY = (
 )
 """A scripted agent reply: several sentences, so sentence-by-sentence synthesis shows."""
 
-DEFAULT_VOICE = "Telnyx.NaturalHD.astra"
-DEFAULT_RATE = 24000
 DEMO_TOKEN_DELAY_S = 0.03
 """About 33 tokens per second, a fast hosted LLM: the TTS has to start before the reply ends."""
 LEAD_IN_S = 0.5
@@ -211,7 +210,7 @@ async def speak(
             settings=TelnyxTTSService.Settings(voice=voice, speed=speed),
         )
         notify(
-            f"Speaking {len(text)} characters with {voice} at {sample_rate} Hz via "
+            f"Speaking {counted(len(text), 'character')} with {voice} at {sample_rate} Hz via "
             f"{endpoint.description}"
         )
         started = time.perf_counter()

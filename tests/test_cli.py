@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import wave
 from collections.abc import Iterator
@@ -26,6 +27,30 @@ from pipecat_telnyx_tts.cli import format_table, main, normalise_voice, provider
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
+BANNER = "ᓚᘏᗢ"
+"""What pipecat's import-time banner ("ᓚᘏᗢ Pipecat 1.x ...") looks like."""
+
+
+def process_env() -> dict[str, str]:
+    """A child process as a new user runs it: this checkout, no key, a known terminal width."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "100",
+    }
+    env.pop("TELNYX_API_KEY", None)
+    return env
+
+
+def run_process(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        env=process_env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +99,26 @@ async def test_voices_without_a_key_says_how_to_give_one(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "set TELNYX_API_KEY or pass --api-key" in err
     assert "Traceback" not in err
+
+
+async def test_voices_without_a_key_from_a_server_that_wants_one_says_to_give_one(
+    capsys, monkeypatch
+):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    async with TelnyxEmulator(api_key="right", faults=Faults.fast()) as emu:
+        status = await run("voices", "--api-url", emu.http_url)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "HTTP 401" in err and "needs an API key" in err and "--api-key" in err
+
+
+async def test_voices_of_an_unknown_provider_lists_the_known_ones(capsys, monkeypatch):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    assert await run("voices", "--provider", "nosuch") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "unknown provider 'nosuch'" in err
+    assert "aws, azure, elevenlabs, fishaudio, inworld, minimax, resemble, rime, telnyx" in err
 
 
 async def test_voices_with_a_refused_key_says_the_key_is_wrong(capsys):
@@ -142,6 +187,15 @@ async def test_demo_without_a_key_says_it_uses_the_emulator(tmp_path, capsys, mo
     assert "4 sentences" in stdout
 
 
+def test_say_in_a_new_process_counts_in_good_english_and_shows_no_pipecat_banner(tmp_path):
+    out = tmp_path / "one.wav"
+    result = run_process("-m", "pipecat_telnyx_tts.cli", "say", "Hello there.", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r": [\d.]+ s of audio at 24000 Hz, 1 sentence\.$", result.stdout, re.M)
+    assert "Speaking 12 characters" in result.stderr
+    assert BANNER not in result.stderr + result.stdout
+
+
 async def test_say_with_a_bad_voice_fails_with_what_to_fix(tmp_path, capsys):
     status = await run("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--voice", "astra")
     err = capsys.readouterr().err
@@ -170,6 +224,9 @@ async def test_providers_lists_every_family_with_what_it_accepts(capsys):
     assert await run("providers") == 0
     out = capsys.readouterr().out
     assert "Telnyx.KokoroTTS.<voice>" in out and "always MP3 at 22050 Hz" in out
+    # What Kokoro accepts is not what it sends back; the table says both.
+    assert "linear16, mp3 accepted (answers mp3)" in out
+    assert "24000 accepted (answers 22050)" in out
     assert "azure.<voice>" in out and "aws.<model>.<voice>" in out
     assert "not served on the WebSocket (403)" in out
 
@@ -177,28 +234,28 @@ async def test_providers_lists_every_family_with_what_it_accepts(capsys):
 # --------------------------------------------------------------------------- emulator
 
 
-async def test_the_emulator_command_serves_the_emulator_until_sigint():
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+async def test_the_emulator_command_prints_its_voice_list_which_needs_no_key(capsys, monkeypatch):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipecat_telnyx_tts.cli",
-        "emulator", "--port", "0", "--api-key", "k", "--log-level", "warning",
+        "emulator", "--port", "0", "--log-level", "warning",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env=env,
+        env=process_env(),
         cwd=ROOT,
     )  # fmt: skip
     try:
         assert process.stdout is not None
         async with asyncio.timeout(30):
-            line = (await process.stdout.readline()).decode()
-        match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        http_url = f"http://127.0.0.1:{match.group(1)}"
-        assert await run("voices", "--api-url", http_url, "--api-key", "k", "--json") == 0
-        assert await run("voices", "--api-url", http_url, "--api-key", "nope") == 1
+            first = (await process.stdout.readline()).decode()
+            second = (await process.stdout.readline()).decode()
+        match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", first)
+        assert match, first
+        voices_url = f"http://127.0.0.1:{match.group(1)}/v2/text-to-speech/voices"
+        assert second == f"Voice list at {voices_url} (no API key needed)\n"
+        # The URL as printed, and no key: what a new user would try.
+        assert await run("voices", "--api-url", voices_url, "--provider", "rime") == 0
+        assert "Rime.Mist.cove" in capsys.readouterr().out
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(15):
             assert await process.wait() == 0
@@ -206,3 +263,50 @@ async def test_the_emulator_command_serves_the_emulator_until_sigint():
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# --------------------------------------------------------------------------- help
+
+
+def option_helps(help_text: str) -> dict[str, str]:
+    """Each option line of an argparse help text (``-o OUTPUT, --output OUTPUT``) with its help,
+    empty when it has none; help wraps onto lines indented deeper than the options."""
+    helps: dict[str, str] = {}
+    option: str | None = None
+    for line in help_text.splitlines():
+        entry = re.match(r"^  (-\S.*?)(?: {2,}(\S.*))?$", line)
+        if entry:
+            option = entry.group(1)
+            helps[option] = entry.group(2) or ""
+        elif option is not None and re.match(r"^ {3,}\S", line):
+            helps[option] = f"{helps[option]} {line.strip()}".strip()
+        else:
+            option = None
+    return helps
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pipecat_telnyx_tts.cli"],
+        ["pipecat_telnyx_tts.cli", "demo"],
+        ["pipecat_telnyx_tts.cli", "say"],
+        ["pipecat_telnyx_tts.cli", "voices"],
+        ["pipecat_telnyx_tts.cli", "providers"],
+        ["pipecat_telnyx_tts.cli", "emulator"],
+        ["pipecat_telnyx_tts.emulator"],
+    ],
+    ids=lambda argv: " ".join(argv).replace("pipecat_telnyx_tts.", ""),
+)
+def test_help_explains_every_option_once_and_shows_no_pipecat_banner(argv):
+    result = run_process("-m", *argv, "--help")
+    assert result.returncode == 0, result.stderr
+    assert BANNER not in result.stdout + result.stderr
+    assert result.stderr == ""
+    text = result.stdout
+    assert "(default: None)" not in text
+    helps = option_helps(text)
+    assert "-h, --help" in helps and len(helps) > 1, text
+    assert not [option for option, help in helps.items() if not help], text
+    doubled = {option: help for option, help in helps.items() if help.count("default:") > 1}
+    assert not doubled

@@ -1,4 +1,5 @@
-"""The command line: a real process, its one announced line, a real client, a clean SIGINT."""
+"""The command line: a real process, its announced URLs, a real client, a clean SIGINT, and one
+line of error when it cannot listen."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,11 +28,15 @@ LINE = re.compile(
 )
 
 
-async def test_cli_serves_until_sigint_and_exits_zero() -> None:
-    env = {
+def child_env() -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+async def test_cli_serves_until_sigint_and_exits_zero() -> None:
+    env = child_env()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipecat_telnyx_tts.emulator",
         "--port", "0", "--api-key", "k", "--signal", "tone", "--log-level", "warning",
@@ -43,6 +52,10 @@ async def test_cli_serves_until_sigint_and_exits_zero() -> None:
         assert match, line
         assert int(match.group(2)) > 0
         url = match.group(1)
+        async with asyncio.timeout(5):
+            second = (await process.stdout.readline()).decode()
+        voices_url = f"http://127.0.0.1:{match.group(2)}/v2/text-to-speech/voices"
+        assert second == f"Voice list at {voices_url} (send --api-key as a bearer token)\n"
         async with open_socket(url) as ws:
             await speak(ws)
             messages = await receive_all(ws)
@@ -131,3 +144,52 @@ def test_bad_option_values_are_rejected() -> None:
     add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--lifecycle", "sometimes"])
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["pipecat_telnyx_tts.emulator"], ["pipecat_telnyx_tts.cli", "emulator"]],
+    ids=["python-m", "pipecat-telnyx-tts"],
+)
+def test_a_busy_port_is_one_line_saying_what_to_do_and_exit_1(
+    busy_port: int, command: list[str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", *command, "--port", str(busy_port)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: port {busy_port} is in use: pick another with --port, or --port 0 for a free one\n"
+    )
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--port", "70000"])
+    assert "from 0 to 65535" in capsys.readouterr().err
+
+
+def test_mp3_encoding_comes_with_a_plain_install() -> None:
+    """The emulator answers in MP3 by default; without lameenc every default request failed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(re.match(r"lameenc\b", dep) for dep in project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert "emulator" in extras, "pip install '.[emulator]' must keep working"
+    assert "espeakng-loader>=0.2.4" in extras["speech"]

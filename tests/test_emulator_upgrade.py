@@ -30,12 +30,25 @@ def error_detail(body: bytes) -> str:
     [{}, {"Authorization": "Basic azpr"}, {"Authorization": "Bearer "}, {"Authorization": "k"}],
     ids=["missing", "basic", "empty-bearer", "no-scheme"],
 )
-async def test_upgrade_without_bearer_token_is_401(headers: dict[str, str]) -> None:
-    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+async def test_upgrade_without_bearer_token_is_401_when_a_key_is_set(
+    headers: dict[str, str],
+) -> None:
+    async with TelnyxEmulator(api_key="k", signal="tone", faults=Faults.fast()) as emu:
         error = await refused(ws_url(emu), headers)
         assert error.response.status_code == 401
         assert "Bearer" in error_detail(error.response.body)
         assert emu.connections[0].status == 401
+
+
+async def test_without_a_key_set_no_token_is_needed() -> None:
+    """A first try (curl, the CLI) needs no made-up key; ``api_key`` brings Telnyx's check."""
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        async with open_socket(emu, headers={}):
+            pass
+        assert [c.status for c in emu.connections] == [101]
+        status, body = await asyncio.to_thread(get_json, emu.http_url + VOICES_PATH, {})
+        assert status == 200
+        assert len(body["voices"]) == len(VOICES)
 
 
 async def test_upgrade_with_another_key_is_401_when_a_key_is_set() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 from dataclasses import dataclass, fields, replace
@@ -14,6 +15,7 @@ from loguru import logger
 
 from pipecat_telnyx_tts.emulator.config import Faults, Lifecycle, Signal
 from pipecat_telnyx_tts.emulator.server import TelnyxEmulator
+from pipecat_telnyx_tts.protocol import VOICES_PATH
 
 KEEP_CONNECTIONS = 64
 """Records a CLI server keeps: enough to inspect, bounded for a server left running for days."""
@@ -30,7 +32,7 @@ class _Option:
 _FAULT_OPTIONS: dict[str, _Option] = {
     "upgrade_delay": _Option(float, "seconds before answering the upgrade"),
     "refuse_status": _Option(
-        int, "refuse upgrades with this HTTP status (429, 500, 503...)", unset="never"
+        int, "refuse upgrades with this HTTP status, e.g. 429, 500 or 503", unset="never"
     ),
     "refuse_count": _Option(
         int, "how many upgrade attempts --refuse-status refuses", unset="no limit"
@@ -81,11 +83,11 @@ _FAULT_OPTIONS: dict[str, _Option] = {
     "keep_open_after_final": _Option(
         bool, "keep the socket open after the final frame that answers end of sequence"
     ),
-    "mp3_files": _Option(int, "separately encoded MP3 files per synthesis (MP3 output only)"),
+    "mp3_files": _Option(int, "separately encoded MP3 files per synthesis, for MP3 output"),
 }  # fmt: skip
 _INJECT_HELP = (
     "a raw text frame to send before the first audio chunk of the next synthesis, once; "
-    "repeat for several (binary frames: use Faults.inject_frames from Python; default: none)"
+    "repeat for several; for binary frames use Faults.inject_frames from Python (default: none)"
 )
 
 
@@ -95,9 +97,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
     parser.add_argument(
-        "--port", type=int, default=8765, help="0 picks a free port (default: 8765)"
+        "--port",
+        type=_port,
+        default=8765,
+        help="port to listen on, 0 for a free one (default: 8765)",
     )
-    parser.add_argument("--api-key", help="accept only this bearer token (default: any)")
+    parser.add_argument(
+        "--api-key",
+        help="require this key as 'Authorization: Bearer KEY', as Telnyx requires its API key "
+        "(default: no key needed, with or without a token)",
+    )
     parser.add_argument(
         "--lifecycle",
         choices=[m.value for m in Lifecycle],
@@ -150,6 +159,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=option.kind, default=argparse.SUPPRESS, help=help_text)
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535")
+    return port
+
+
 def _shown(value: object, option: _Option) -> str:
     if value is None:
         return option.unset
@@ -186,25 +202,45 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipecat_telnyx_tt
     """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve a local emulator of Telnyx's TTS WebSocket.",
+        description="Serve a local emulator of Telnyx's TTS WebSocket and voice list.",
     )
     add_arguments(parser)
     ns = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level=ns.log_level)
+    status = 0
     # KeyboardInterrupt only where signal handlers cannot be installed (not on POSIX).
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(ns))
-    return 0
+        status = asyncio.run(_serve(ns))
+    return status
 
 
-async def _serve(ns: argparse.Namespace) -> None:
+async def _serve(ns: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     emulator = emulator_from_args(ns, keep_connections=KEEP_CONNECTIONS)
-    async with emulator:
+    try:
+        await emulator.start()
+    except OSError as e:
+        print(f"error: {_cannot_listen(ns.host, ns.port, e)}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        # stdout, one fact a line: scripts read the first line for the URL to connect to.
         print(f"Telnyx TTS emulator listening on {emulator.url}", flush=True)
+        key = "send --api-key as a bearer token" if ns.api_key else "no API key needed"
+        print(f"Voice list at {emulator.http_url}{VOICES_PATH} ({key})", flush=True)
         await stop.wait()
+    finally:
+        await emulator.stop()
+    return 0
+
+
+def _cannot_listen(host: str, port: int, error: OSError) -> str:
+    """What to change when the emulator cannot listen, in one line."""
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} is in use: pick another with --port, or --port 0 for a free one"
+    reason = error.strerror or str(error)
+    return f"cannot listen on {host}:{port} ({reason}): check --host and --port"

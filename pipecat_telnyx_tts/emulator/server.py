@@ -139,7 +139,8 @@ class TelnyxEmulator:
             logger=_WS_LOGGER,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        logger.info(f"Telnyx TTS emulator listening on {self.url}")
+        # DEBUG: the command line announces the URLs itself, on stdout where scripts read them.
+        logger.debug(f"Telnyx TTS emulator listening on {self.url}")
 
     async def stop(self) -> None:
         """Close every socket (1001 to open ones) and stop listening, within a few seconds."""

@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+import lameenc
 import numpy as np
 import numpy.typing as npt
 from loguru import logger
@@ -284,12 +285,6 @@ def mp3_bitrate(rate: int) -> int:
 
 def encode_mp3(pcm: Pcm, rate: int) -> bytes:
     """One complete MP3 file: its own ID3v2.4 tag, then LAME's frames, mono."""
-    try:
-        import lameenc
-    except ImportError:
-        raise RuntimeError(
-            "MP3 output needs lameenc: pip install 'pipecat-telnyx-tts[emulator]'"
-        ) from None
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(mp3_bitrate(rate))
     encoder.set_in_sample_rate(rate)
