@@ -6,12 +6,13 @@ pipecat or a socket.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
-from pipecat_telnyx_tts.protocol import ConnectParams, InitMessage, encode_client
+from pipecat_telnyx_tts.protocol import TEXT_TYPES, ConnectParams, InitMessage, encode_client
 from pipecat_telnyx_tts.voices import ProviderFamily, VoiceId
 
 DECODABLE_FORMATS = ("linear16", "mp3", "wav")
@@ -48,6 +49,47 @@ def check_voice(voice: str) -> VoiceId:
             "asking for Telnyx's default format and relying on audio detection"
         )
     return vid
+
+
+def check_text_options(
+    voice: str,
+    *,
+    text_type: str | None,
+    pronunciation_dict_id: str | None,
+    disable_cache: object,
+) -> None:
+    """Refuse, saying what to fix, query options the voice's provider has no use for.
+
+    Telnyx documents ``text_type=ssml`` for AWS Polly and Azure only; elsewhere the markup would
+    be spoken or dropped, which is worse than an error before the first turn. Pronunciation
+    dictionaries and the audio cache are Telnyx's own, applied ahead of any provider, and the
+    reference ties neither to a provider, so every provider takes them: only values are checked.
+    """
+    if text_type is not None and text_type not in TEXT_TYPES:
+        raise ValueError(f"text_type must be 'text' or 'ssml' (or None), got {text_type!r}")
+    if text_type == "ssml" and not reads_ssml(voice, text_type):
+        family = VoiceId.parse(voice).family
+        what = f"a {family.name} voice" if family else "of a provider this plugin does not know"
+        raise ValueError(
+            f"text_type='ssml' is read only by AWS Polly and Azure voices, and {voice!r} is "
+            f"{what}: use text_type='text' (or None), or an 'aws.Polly...' or 'azure...' voice"
+        )
+    if pronunciation_dict_id is not None:
+        try:
+            uuid.UUID(str(pronunciation_dict_id))
+        except ValueError:
+            raise ValueError(
+                f"pronunciation_dict_id {pronunciation_dict_id!r} is not a UUID; use the 'id' "
+                "Telnyx gave the dictionary (GET /v2/pronunciation_dicts lists them)"
+            ) from None
+    if not isinstance(disable_cache, bool):
+        raise ValueError(f"disable_cache must be True or False, got {disable_cache!r}")
+
+
+def reads_ssml(voice: str, text_type: str | None) -> bool:
+    """True when text for ``voice`` is read as SSML, so markup such as ``<phoneme>`` works."""
+    family = VoiceId.parse(voice).family
+    return text_type == "ssml" and family is not None and family.ssml
 
 
 def choose_format(
@@ -88,10 +130,17 @@ def ignored_speed(voice: str, speed: float | None) -> str | None:
 
 
 def voice_settings_for(
-    family: ProviderFamily | None, speed: float | None, voice_settings: dict[str, Any] | None
+    family: ProviderFamily | None,
+    fmt: str | None,
+    speed: float | None,
+    voice_settings: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
-    """Map ``speed`` onto the provider's own key; explicit ``voice_settings`` win."""
-    merged: dict[str, Any] = {}
+    """Map ``speed`` onto the provider's own key; explicit ``voice_settings`` win.
+
+    Where a provider needs an init key as well as ``audio_format`` to send PCM, it is added for
+    linear16 (the user's own value for it still wins).
+    """
+    merged: dict[str, Any] = dict(family.pcm_settings) if family and fmt == "linear16" else {}
     if speed is not None and family is not None and family.speed_key:
         merged[family.speed_key] = speed
     if voice_settings:
@@ -107,9 +156,24 @@ def build_request(
     speed: float | None,
     voice_settings: dict[str, Any] | None,
     language: str | None,
+    text_type: str | None = None,
+    pronunciation_dict_id: str | None = None,
+    disable_cache: bool = False,
 ) -> Request:
-    """The request for the current settings."""
+    """The request for the current settings.
+
+    ``disable_cache=False`` is Telnyx's default, so it is left off the query.
+    """
     family = VoiceId.parse(voice).family
     fmt, rate, pcm_rate = choose_format(family, out_rate, audio_format)
-    params = ConnectParams(voice=voice, audio_format=fmt, sample_rate=rate, language=language)
-    return Request(params, InitMessage(voice_settings_for(family, speed, voice_settings)), pcm_rate)
+    params = ConnectParams(
+        voice=voice,
+        audio_format=fmt,
+        sample_rate=rate,
+        language=language,
+        text_type=text_type,
+        disable_cache=disable_cache or None,
+        pronunciation_dict_id=pronunciation_dict_id,
+    )
+    init = InitMessage(voice_settings_for(family, fmt, speed, voice_settings))
+    return Request(params, init, pcm_rate)

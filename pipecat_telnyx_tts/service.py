@@ -34,7 +34,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
-from pipecat.utils.types import NOT_GIVEN, NotGiven
+from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -51,13 +51,17 @@ from pipecat_telnyx_tts.request import (
     DECODABLE_FORMATS,
     Request,
     build_request,
+    check_text_options,
     check_voice,
     choose_format,
     ignored_speed,
+    reads_ssml,
 )
 from pipecat_telnyx_tts.socket_state import PERMANENT_UPGRADE_STATUSES, Backoff
 from pipecat_telnyx_tts.spares import SparePool, SpareTiming
+from pipecat_telnyx_tts.ssml import phoneme
 from pipecat_telnyx_tts.turn import Audio, Event, Failed, Finished, FirstAudioLatency, Phase, Turn
+from pipecat_telnyx_tts.voice_list import VoiceList, VoiceListUnavailable, fetch_voice_list
 
 # websockets logs request headers (the API key among them) at DEBUG; this logger never does.
 _WS_LOGGER = logging.getLogger("pipecat_telnyx_tts.websockets")
@@ -72,10 +76,25 @@ class TelnyxTTSSettings(TTSSettings):
         speed: Speaking rate, mapped onto the provider's own key (``voice_speed`` for Telnyx and
             Rime, ``speed`` for Minimax). ``None`` leaves the provider's default.
         voice_settings: Provider-specific init keys, sent verbatim; they win over ``speed``.
+        text_type: ``"text"`` or ``"ssml"``; ``None`` leaves Telnyx's default (text). SSML is
+            read by AWS Polly and Azure voices only, so ``"ssml"`` with any other voice is
+            refused. With it, the text sent must be valid SSML content, and
+            ``pronunciation_transform_ipa`` works.
+        pronunciation_dict_id: UUID of a Telnyx pronunciation dictionary. Telnyx applies it
+            before any provider sees the text, so every provider takes it.
+        disable_cache: True asks Telnyx to synthesize afresh rather than serve identical text
+            from its audio cache; the cache sits in front of every provider, so all take it.
     """
 
     speed: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
     voice_settings: dict[str, Any] | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    text_type: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    pronunciation_dict_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    disable_cache: bool | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+_QUERY_FIELDS = ("voice", "text_type", "pronunciation_dict_id", "disable_cache")
+"""Settings checked together: whether one is accepted can depend on another (SSML on the voice)."""
 
 
 class TelnyxTTSService(TTSService):
@@ -142,12 +161,16 @@ class TelnyxTTSService(TTSService):
             language=None,
             speed=None,
             voice_settings=None,
+            text_type=None,
+            pronunciation_dict_id=None,
+            disable_cache=False,
         )
         if settings is not None:
             defaults.apply_update(settings)
         assert isinstance(defaults.voice, str)
         # Fail at construction, with what to fix, rather than at the first turn.
         choose_format(check_voice(defaults.voice).family, 24000, audio_format)
+        _check_text_options(defaults)
         kwargs.setdefault("push_start_frame", True)
         kwargs.setdefault("push_text_frames", True)
         kwargs.setdefault("push_stop_frames", False)
@@ -173,6 +196,8 @@ class TelnyxTTSService(TTSService):
         self._closing: set[asyncio.Task] = set()
         self._failed_turns: dict[str, list[str]] = {}
         """Turns ended by an error while their text still flowed, with the text left unspoken."""
+        self._voice_list: VoiceList | None = None
+        self._voice_list_task: asyncio.Task | None = None
         self._warn_ignored_settings()
 
     def can_generate_metrics(self) -> bool:
@@ -184,6 +209,22 @@ class TelnyxTTSService(TTSService):
         """Audio arrives on a receive task, so ``run_tts`` timing would measure only a send."""
         return False
 
+    @classmethod
+    def format_pronunciation(cls, word: str, ipa: str) -> str | None:
+        """An SSML ``<phoneme>`` tag: the only pronunciation markup any Telnyx voice reads.
+
+        Whether the current voice reads it is :attr:`supports_pronunciations`; a classmethod
+        cannot know the voice.
+        """
+        return phoneme(word, ipa)
+
+    @property
+    def supports_pronunciations(self) -> bool:
+        """True for AWS Polly and Azure voices with ``text_type="ssml"``; elsewhere the tag
+        would be spoken, so pipecat skips pronunciation transforms."""
+        s = self._settings
+        return isinstance(s.voice, str) and reads_ssml(s.voice, _given(s.text_type))
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, frame: StartFrame) -> None:
@@ -191,6 +232,7 @@ class TelnyxTTSService(TTSService):
         await super().start(frame)
         self._ensure_spare()
         self._maintenance_task = self.create_task(self._maintain_spares(), name="telnyx-spares")
+        self._voice_list_task = self.create_task(self._load_voice_list(), name="telnyx-voices")
 
     async def stop(self, frame: EndFrame) -> None:
         """Speak the turn in progress to its end, then close every socket.
@@ -238,6 +280,9 @@ class TelnyxTTSService(TTSService):
         if self._maintenance_task:
             await self.cancel_task(self._maintenance_task)
             self._maintenance_task = None
+        if self._voice_list_task:
+            await self.cancel_task(self._voice_list_task)
+            self._voice_list_task = None
         for lane in list(self._lanes.values()):
             self._retire(lane, "service stopping")
         self._lanes.clear()
@@ -259,6 +304,9 @@ class TelnyxTTSService(TTSService):
             speed=s.speed if isinstance(s.speed, int | float) else None,
             voice_settings=s.voice_settings if isinstance(s.voice_settings, dict) else None,
             language=str(s.language) if s.language else None,
+            text_type=_given(s.text_type),
+            pronunciation_dict_id=_given(s.pronunciation_dict_id),
+            disable_cache=s.disable_cache is True,
         )
 
     def _warn_ignored_settings(self) -> None:
@@ -277,6 +325,20 @@ class TelnyxTTSService(TTSService):
             except ValueError as e:
                 await self.push_error(f"voice update refused: {e}", exception=e)
                 delta.voice = NOT_GIVEN
+        given = [name for name in _QUERY_FIELDS if is_given(getattr(delta, name, NOT_GIVEN))]
+        if given:
+            prospective = self._settings.copy()
+            prospective.apply_update(delta)  # type: ignore[arg-type]  # a TTSSettings delta too
+            try:
+                _check_text_options(prospective)
+            except ValueError as e:
+                # The settings are judged together, so the update's part of them is refused
+                # together: applying half of it could leave a combination nobody asked for.
+                await self.push_error(
+                    f"settings update of {', '.join(given)} refused: {e}", exception=e
+                )
+                for name in given:
+                    setattr(delta, name, NOT_GIVEN)
         changed = await super()._update_settings(delta)
         if changed:
             self._refused = False
@@ -288,7 +350,31 @@ class TelnyxTTSService(TTSService):
                 await self.push_error(f"settings update refused: {e}", exception=e)
                 return changed
             self._warn_ignored_settings()
+            if "voice" in changed:
+                await self._check_voice_listed()
         return changed
+
+    # ------------------------------------------------------------------ the voice list
+
+    async def _load_voice_list(self) -> None:
+        """Fetch Telnyx's voice list in the background; nothing waits for it."""
+        try:
+            self._voice_list = await fetch_voice_list(self._url, self._api_key)
+        except VoiceListUnavailable as e:
+            logger.warning(f"{self}: voice not checked against Telnyx's voice list: {e}")
+            return
+        await self._check_voice_listed()
+
+    async def _check_voice_listed(self) -> None:
+        voice = self._settings.voice
+        if self._voice_list is None or not isinstance(voice, str):
+            return
+        problem = self._voice_list.unlisted(voice)
+        if problem:
+            # Not permanent, and the service carries on: the list may lack a voice that works (a
+            # clone, a spelling Telnyx also accepts), and a voice Telnyx really lacks is refused
+            # at the upgrade, which is permanent by itself. This only says what to fix sooner.
+            await self.push_error(problem)
 
     # ------------------------------------------------------------------ turns
 
@@ -651,3 +737,18 @@ class TelnyxTTSService(TTSService):
         """
         error.error = self._key_pattern.sub("***", error.error)
         await super().push_error_frame(error, force_treat_as_permanent)
+
+
+def _given(value: Any) -> Any:
+    """None for a field that was never given a value."""
+    return value if is_given(value) else None
+
+
+def _check_text_options(settings: TelnyxTTSSettings) -> None:
+    assert isinstance(settings.voice, str)
+    check_text_options(
+        settings.voice,
+        text_type=_given(settings.text_type),
+        pronunciation_dict_id=_given(settings.pronunciation_dict_id),
+        disable_cache=settings.disable_cache,
+    )

@@ -42,6 +42,13 @@ class ProviderFamily:
     """Decoded rate of its MP3 when it differs from the requested rate (Kokoro: 22050)."""
     websocket: bool = True
     """False for voices the WebSocket refuses with 403 (Telnyx Ultra)."""
+    ssml: bool = False
+    """True where ``text_type=ssml`` is read (AWS Polly, Azure); other providers would speak
+    the markup or drop it."""
+    pcm_settings: tuple[tuple[str, str], ...] = ()
+    """Init ``voice_settings`` sent with linear16, for a provider that must be asked for PCM there
+    too (Minimax: its MP3 frames do not align with messages, so Telnyx's own plugin asks for
+    ``response_format: pcm`` as well; reference §9)."""
 
     @property
     def pcm(self) -> bool:
@@ -95,11 +102,11 @@ TELNYX_MODELS: dict[str, ProviderFamily] = {
 PROVIDERS: dict[str, ProviderFamily] = {
     "aws": _family(
         "AWS Polly", "mp3 linear16 ogg_vorbis", (8000, 16000, 22050, 24000), 24000, _C,
-        "engine language_code lexicon_names text_type",
+        "engine language_code lexicon_names text_type", ssml=True,
     ),
     "azure": _family(
         "Azure", "mp3 wav linear16 mulaw alaw", (8000, 16000, 24000, 48000), 24000, _C,
-        "output_format language_code effect gender",
+        "output_format language_code effect gender", ssml=True,
     ),
     "elevenlabs": _family(
         "ElevenLabs", "mp3 linear16 mulaw", (8000, 16000, 22050, 24000, 44100), 24000, _S,
@@ -107,7 +114,8 @@ PROVIDERS: dict[str, ProviderFamily] = {
     ),
     "minimax": _family(
         "Minimax", "mp3 linear16", (8000, 16000, 22050, 24000, 32000, 44100), 24000, _S,
-        "speed vol pitch language_boost", speed_key="speed",
+        "speed vol pitch language_boost response_format", speed_key="speed",
+        pcm_settings=(("response_format", "pcm"),),
     ),
     "rime": _family(
         "Rime", "mp3 linear16", (8000, 16000, 22050, 24000, 44100, 48000, 96000), 24000, _S,

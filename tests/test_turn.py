@@ -281,7 +281,7 @@ def test_speed_maps_to_the_provider_key_and_voice_settings_win():
         voice_settings={"speed": 1.5, "pitch": 2},
         language="en-US",
     )
-    assert minimax.init.voice_settings == {"speed": 1.5, "pitch": 2}
+    assert minimax.init.voice_settings == {"response_format": "pcm", "speed": 1.5, "pitch": 2}
     assert minimax.params.language == "en-US"
 
 

@@ -1,7 +1,8 @@
 """The voices the emulator lists at ``GET /v2/text-to-speech/voices``.
 
 Ids follow the reference's examples (§5) plus plausible neighbours, so that every provider family
-and several languages are present; each one passes ``check_connect``.
+and several languages are present; each one passes ``check_connect``. The service checks its voice
+against this list, so every voice the README, the examples and the tests speak with is here too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ VOICES: tuple[Voice, ...] = (
     Voice("aws", "Matthew", "AWS.Polly.Neural.Matthew", "en-US", "male"),
     Voice("aws", "Vicki", "AWS.Polly.Neural.Vicki", "de-DE", "female"),
     Voice("azure", "Ava", "azure.en-US-AvaMultilingualNeural", "en-US", "female"),
+    Voice("azure", "Ava", "azure.en-US-AvaNeural", "en-US", "female"),
     Voice("azure", "Ryan", "azure.en-GB-RyanNeural", "en-GB", "male"),
     Voice("azure", "Denise", "azure.fr-FR-DeniseNeural", "fr-FR", "female"),
     Voice("azure", "Conrad", "azure.de-DE-ConradNeural", "de-DE", "male"),
