@@ -13,8 +13,9 @@ suite drives this very pipeline over a real socket without any cloud service.
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,24 @@ async def bot(runner_args: RunnerArguments) -> None:
     await run_call(runner_args, AgentConfig.from_env())
 
 
+def load_runner(env_file: Path) -> Callable[[argparse.ArgumentParser], None]:
+    """Pipecat's runner ``main``, with ``env_file`` filling in only what the shell has not set.
+
+    A copied ``.env.example`` has empty ``KEY=`` lines, which must not hide keys exported in the
+    shell. Importing the runner also loads a ``.env`` of its own choosing (the first one above
+    pipecat's install, or above the working directory) with override, so the environment as it
+    stood is put back after that import.
+    """
+    from dotenv import load_dotenv
+
+    load_dotenv(env_file, override=False)
+    before = dict(os.environ)
+    from pipecat.runner.run import main
+
+    os.environ.update(before)
+    return main
+
+
 def _check_environment() -> None:
     """Fail at start-up, not when the first call rings, if a key is missing."""
     try:
@@ -332,10 +351,16 @@ def _check_environment() -> None:
         raise SystemExit(f"error: set {', '.join(missing)} (in the environment or .env)")
 
 
-if __name__ == "__main__":
-    from dotenv import load_dotenv
-    from pipecat.runner.run import main
+class _CheckingParser(argparse.ArgumentParser):
+    """The runner's parser, checking the environment once the command line is read: ``--help``
+    exits while parsing, so it works before any key is set."""
 
-    load_dotenv(Path(__file__).with_name(".env"), override=True)
-    _check_environment()
-    main()
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = super().parse_args(*args, **kwargs)
+        _check_environment()
+        return parsed
+
+
+if __name__ == "__main__":
+    main = load_runner(Path(__file__).with_name(".env"))
+    main(_CheckingParser(description="A Telnyx phone agent on pipecat's development runner."))
