@@ -660,8 +660,7 @@ class TelnyxTTSService(TTSService):
                 403: f"voice {voice!r} is not allowed for this account on the WebSocket "
                 "(Ultra voices never are; cloned voices need verification): choose another voice",
                 400: f"the request was rejected: check the voice id {voice!r} "
-                f"(Provider.Model.VoiceId) and sample_rate {request.params.sample_rate} / "
-                f"audio_format {request.params.audio_format} for that provider",
+                f"(Provider.Model.VoiceId){_format_asked(request)}",
                 429: "Telnyx is rate-limiting connections",
             }.get(status, "Telnyx could not take the connection")
             return f"Telnyx TTS connection failed with HTTP {status}: {hint}. {body}".strip()
@@ -737,6 +736,19 @@ class TelnyxTTSService(TTSService):
         """
         error.error = self._key_pattern.sub("***", error.error)
         await super().push_error_frame(error, force_treat_as_permanent)
+
+
+def _format_asked(request: Request) -> str:
+    """The format and rate the request named, for a 400 message; nothing for what it left out."""
+    asked = [
+        f"{name} {value}"
+        for name, value in (
+            ("sample_rate", request.params.sample_rate),
+            ("audio_format", request.params.audio_format),
+        )
+        if value is not None
+    ]
+    return f" and {' / '.join(asked)} for that provider" if asked else ""
 
 
 def _given(value: Any) -> Any:

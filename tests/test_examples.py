@@ -81,6 +81,21 @@ print(json.dumps([config.telnyx_api_key, config.deepgram_api_key, config.missing
     assert (telnyx, deepgram, missing) == ("from-shell", "dg-from-file", [])
 
 
+def test_the_readmes_pipeline_snippet_builds_the_service(monkeypatch):
+    """The usage snippet up to its pipeline (whose transport, STT and LLM are the reader's)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use it in a pipeline", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "no python block in the README's usage section"
+    code = match.group(1).split("\npipeline = ", 1)[0]
+    monkeypatch.setenv("TELNYX_API_KEY", "KEY-for-the-snippet")
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    tts = scope["tts"]
+    assert type(tts).__name__ == "TelnyxTTSService"
+    assert tts._settings.speed == 1.1  # type: ignore[attr-defined]
+
+
 def readme_test_snippet() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Test your own bot against the emulator", 1)[1]

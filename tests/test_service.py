@@ -306,6 +306,9 @@ async def test_upgrade_400_names_the_voice_to_fix():
         # The voice list check reports the voice too, in its own words and its own time.
         [error, *_] = [e for e in errors(up) if "HTTP" in e.error]
         assert "HTTP 400" in error.error and "'Acme.Model.voice'" in error.error
+        # A voice of an unknown provider is asked for Telnyx's default format and rate: the
+        # message names only what was asked.
+        assert "None" not in error.error
         assert not tts.is_usable
 
 
