@@ -365,10 +365,12 @@ async def test_a_send_that_stalls_aborts_the_socket_and_fails_the_turn(monkeypat
 # ----------------------------------------------------------------------------- 8. decoder
 
 
-async def test_audio_that_cannot_be_decoded_fails_the_turn_once():
+async def test_audio_that_cannot_be_decoded_fails_the_turn_once_at_once():
     not_wave = b"RIFF\x24\x00\x00\x00WAVX" + bytes(64)
     bad = json.dumps({"audio": base64.b64encode(not_wave).decode(), "text": None})
-    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inject_frames=[bad])) as emu:
+    # Real-time pacing: the turn's three sentences take seconds to stream.
+    faults = Faults.fast(pace=1.0, inject_frames=[bad])
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         tts = make_tts(emu)
         with captured_logs() as logs:
             down, up = await run(tts, [*llm_turn("One. ", "Two. ", "Three."), SleepFrame(0.2)])
@@ -377,6 +379,10 @@ async def test_audio_that_cannot_be_decoded_fails_the_turn_once():
         assert audio_seconds(down) == 0
         assert started_and_stopped(down) == (1, 1)
         assert not [line for line in logs if "undecodable" in line.message]
+        # The turn ended at the first bad chunk: its socket was closed before the server got to
+        # the later sentences, rather than the whole turn being streamed to no one.
+        [turn] = [c for c in emu.connections if c.syntheses]
+        assert sum(s.chunks_sent for s in turn.syntheses[1:]) == 0
 
 
 # ----------------------------------------------------------------------------- 9, 10. logs
