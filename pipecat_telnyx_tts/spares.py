@@ -88,13 +88,13 @@ class SparePool:
             self.spares.append(self._open_lane(request))
 
     def next_check(self, now: float, longest: float) -> float:
-        """Seconds until a spare may need replacing (at most ``longest``)."""
+        """Seconds until a spare may need replacing (at most ``longest``).
+
+        A spare still connecting counts as if it became ready now: its idle clock starts with
+        its init frame, any moment.
+        """
         timeout, margin = self.timing.server_idle_timeout, self.timing.refresh_margin
-        left = [
-            s.life.idle_left(now, timeout) - margin
-            for s in self.spares
-            if s.life.state is SocketState.READY
-        ]
+        left = [s.life.idle_left(now, timeout) - margin for s in self.spares]
         return max(0.01, min([longest, *left]))
 
     def ready(self, lane: Lane) -> None:

@@ -377,7 +377,9 @@ async def test_server_closing_after_every_turn_never_trips_quick_failure():
 
 
 async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
-    timing = SpareTiming(server_idle_timeout=0.8, bind_margin=0.3, refresh_margin=0.4)
+    # A window shorter than the spare upkeep's one-second beat: the upkeep must wake when a
+    # spare is due, not on the beat, or the server closes spares first.
+    timing = SpareTiming(server_idle_timeout=0.8, bind_margin=0.3, refresh_margin=0.6)
     monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", timing)
     async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.8)) as emu:
         tts = make_tts(emu)
@@ -385,6 +387,8 @@ async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
         assert not errors(up)
         assert audio_seconds(down) > 0.3
         assert len(emu.connections) >= 3
+        idled_out = [c.index for c in emu.connections if c.close_reason == "inactivity timeout"]
+        assert idled_out == [], "the server closed a spare the service should have replaced"
 
 
 # ----------------------------------------------------------------------------- settings
