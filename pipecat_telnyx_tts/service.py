@@ -265,6 +265,9 @@ class TelnyxTTSService(TTSService):
             self._retire(spare, "service stopping")
 
     async def _finish_turn_in_progress(self) -> None:
+        # The steps of pipecat 1.14's own end-of-turn handling (_handle_llm_response_end), less
+        # pushing the frame: they are private, and a pipecat upgrade is checked against
+        # tests/test_reliability.py's EndFrame tests.
         context_id = self._turn_context_id
         if context_id is None:
             return
