@@ -10,8 +10,9 @@ from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.lane import Lane
 from pipecat_telnyx_tts.protocol import AudioMessage, ProtocolError, ServerMessage
-from pipecat_telnyx_tts.request import Request, build_request
+from pipecat_telnyx_tts.request import Request
 from pipecat_telnyx_tts.turn import Turn
+from tests.socket_helpers import default_request
 
 
 class Recorder:
@@ -40,17 +41,6 @@ class Recorder:
         raise AssertionError(f"could not connect: {error}")
 
 
-def request() -> Request:
-    return build_request(
-        voice="Telnyx.NaturalHD.astra",
-        out_rate=16000,
-        audio_format=None,
-        speed=None,
-        voice_settings=None,
-        language=None,
-    )
-
-
 async def test_nothing_read_after_this_client_began_closing_is_passed_on():
     """The server still sends 30 frames after the force, before it answers the close."""
     faults = Faults.fast(pace=2.0, chunk_ms=40, frames_after_force=30)
@@ -62,7 +52,7 @@ async def test_nothing_read_after_this_client_began_closing_is_passed_on():
             return await connect(f"{emu.url}?{query}", additional_headers=headers)
 
         owner = Recorder()
-        lane = Lane(request(), owner, open_socket, send_timeout=5.0)
+        lane = Lane(default_request(), owner, open_socket, send_timeout=5.0)
         turn = Turn(token_mode=False)
         lane.bind("turn-1", turn, AudioDecoder(pcm_rate=16000, out_rate=16000))
         lane.task = asyncio.create_task(lane.run())

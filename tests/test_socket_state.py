@@ -7,7 +7,6 @@ from typing import cast
 import pytest
 
 from pipecat_telnyx_tts.lane import Lane
-from pipecat_telnyx_tts.request import build_request
 from pipecat_telnyx_tts.socket_state import (
     Backoff,
     Closer,
@@ -16,6 +15,7 @@ from pipecat_telnyx_tts.socket_state import (
     SocketState,
 )
 from pipecat_telnyx_tts.spares import SparePool, SpareTiming
+from tests.socket_helpers import default_request
 
 
 def test_a_close_this_client_started_is_never_taken_for_the_server():
@@ -86,20 +86,9 @@ class _FakeLane:
         self.life.unbind()
 
 
-def _request():
-    return build_request(
-        voice="Telnyx.NaturalHD.astra",
-        out_rate=16000,
-        audio_format=None,
-        speed=None,
-        voice_settings=None,
-        language=None,
-    )
-
-
 def test_a_spare_is_bound_only_while_it_can_outlive_a_slow_first_token():
     timing = SpareTiming(server_idle_timeout=20.0, bind_margin=12.0, refresh_margin=13.5)
-    request = _request()
+    request = default_request()
     opened: list[_FakeLane] = []
     retired: list[tuple[_FakeLane, str]] = []
 
@@ -123,7 +112,7 @@ def test_a_spare_is_bound_only_while_it_can_outlive_a_slow_first_token():
 
 def test_a_replacement_is_opened_before_the_spare_stops_being_bindable():
     timing = SpareTiming(server_idle_timeout=20.0, bind_margin=12.0, refresh_margin=13.5)
-    request = _request()
+    request = default_request()
     opened: list[_FakeLane] = []
     pool = SparePool(
         lambda req: opened.append(_FakeLane(req.key, 7.0)) or opened[-1],
@@ -148,6 +137,6 @@ def test_a_stopped_pool_opens_nothing_and_closes_what_is_given_back():
         SpareTiming(),
     )
     assert pool.stop() == []
-    pool.ensure(_request(), now=0.0)
+    pool.ensure(default_request(), now=0.0)
     pool.give_back(cast(Lane, _FakeLane(None, 0.0)))
     assert retired == ["not needed"]
