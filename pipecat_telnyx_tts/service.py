@@ -606,7 +606,7 @@ class TelnyxTTSService(TTSService):
                 return delay
             if turn is None:
                 # A spare: the pool tries again once the backoff allows.
-                self._pool.discard(lane, message)
+                self._pool.forget(lane)
                 if first:
                     await self.push_error(f"{message}; retrying", exception=error)
                 else:
@@ -614,7 +614,7 @@ class TelnyxTTSService(TTSService):
                 return None
         else:
             already_refused, self._refused = self._refused, True
-            self._pool.discard(lane, message)
+            self._pool.forget(lane)
             if lane.turn is None and already_refused:
                 logger.debug(f"{self}: {message}")
                 return None

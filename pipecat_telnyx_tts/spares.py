@@ -107,9 +107,13 @@ class SparePool:
 
     def discard(self, lane: Lane, reason: str) -> None:
         """Forget a spare, closing it if it still lives."""
+        self.forget(lane)
+        self._retire(lane, reason)
+
+    def forget(self, lane: Lane) -> None:
+        """Drop a spare that never connected: there is nothing to close."""
         if lane in self.spares:
             self.spares.remove(lane)
-        self._retire(lane, reason)
 
     def give_back(self, lane: Lane) -> None:
         """A socket whose turn never sent anything on it is a spare again."""

@@ -205,6 +205,19 @@ async def test_a_short_outage_is_ridden_out_within_the_turn(refusal):
         assert tts.is_usable
 
 
+@pytest.mark.parametrize("status", [503, 401])
+async def test_a_spare_that_cannot_connect_is_reported_once(status):
+    """No turn is affected yet, but a caller would be: the app hears of it at once."""
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(refuse_status=status)) as emu:
+        tts = make_tts(emu)
+        # Handled: a 503 is tried again, a 401 writes the service off.
+        handled = Until(lambda: len(emu.connections) >= 2 or not tts.is_usable)
+        _, up = await run(gated(tts), [handled])
+        reported = [e for e in errors(up) if f"HTTP {status}" in e.error]
+        assert len(reported) == 1, [e.error for e in errors(up)]
+        assert tts.is_usable is (status != 401)
+
+
 @pytest.mark.parametrize("outage", ["503", "refused", "hung"])
 async def test_after_an_outage_that_wrote_the_service_off_it_speaks_again(outage, monkeypatch):
     """Three turns fail to connect, pipecat writes the service off for its silent contexts;
