@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pipecat_telnyx_tts.audio import AudioDecodeError, AudioDecoder
+from pipecat_telnyx_tts.common import DEFAULT_VOICE
 from pipecat_telnyx_tts.lane import Lane, SendFailed, unsent_text
 from pipecat_telnyx_tts.protocol import (
     DEFAULT_URL,
@@ -157,7 +158,7 @@ class TelnyxTTSService(TTSService):
             )
         defaults = TelnyxTTSSettings(
             model=None,
-            voice="Telnyx.NaturalHD.astra",
+            voice=DEFAULT_VOICE,
             language=None,
             speed=None,
             voice_settings=None,
