@@ -71,8 +71,15 @@ class Lane:
     """
 
     def __init__(
-        self, request: Request, owner: LaneOwner, connect: Connector, *, send_timeout: float
+        self,
+        request: Request,
+        owner: LaneOwner,
+        connect: Connector,
+        *,
+        send_timeout: float,
+        poll: float = 1.0,
     ) -> None:
+        """``poll``: how often a quiet socket is reported (``LaneOwner.lane_quiet``)."""
         self.request = request
         self.life = SocketLife(created_at=time.monotonic())
         self.pending: list[ClientMessage] = []
@@ -81,7 +88,7 @@ class Lane:
         self.decoder: AudioDecoder | None = None
         self.turn_on_wire = False
         self.last_heard = time.monotonic()
-        self.poll = 1.0
+        self._poll = poll
         self.task: asyncio.Task[None] | None = None
         self._owner = owner
         self._connect = connect
@@ -219,7 +226,7 @@ class Lane:
         while not self.life.ended:
             try:
                 # A timeout scope, not wait_for: on 3.11 wait_for makes a task per audio frame.
-                async with asyncio.timeout(self.poll):
+                async with asyncio.timeout(self._poll):
                     raw = await ws.recv()
             except TimeoutError:
                 await self._owner.lane_quiet(self, time.monotonic() - self.last_heard)

@@ -519,8 +519,13 @@ class TelnyxTTSService(TTSService):
 
     def _open_lane(self, request: Request) -> Lane:
         assert not self._stopping, "no socket may be opened once the service is stopping"
-        lane = Lane(request, self, self._connect, send_timeout=self.SEND_TIMEOUT_S)
-        lane.poll = min(1.0, self.FINAL_GRACE_S)
+        lane = Lane(
+            request,
+            self,
+            self._connect,
+            send_timeout=self.SEND_TIMEOUT_S,
+            poll=min(1.0, self.FINAL_GRACE_S),
+        )
         lane.task = self.create_task(lane.run(), name="telnyx-lane")
         return lane
 
