@@ -92,7 +92,10 @@ def _summary(record: ConnectionRecord) -> dict[str, Any]:
                 "audio_seconds": s.audio_seconds,
                 "cached": s.cached,
                 "forced": s.forced,
+                "mp3": s.mp3,
                 "sample_rate": s.sample_rate,
+                "words": [[w.word, w.start, w.end] for w in s.words],
+                "words_source": s.words_source,
             }
             for s in record.syntheses
         ],
@@ -190,7 +193,18 @@ class Synthesis:
     audio_seconds: float
     cached: bool
     forced: bool
+    mp3: bool
     sample_rate: int
+    words: list[tuple[str, float, float]]
+    """(word, start, end): seconds from the start of this synthesis's PCM, before MP3 encoding;
+    which words a caller heard follows from how much audio was played before a barge-in."""
+    words_source: str
+    """"signal" (exact, tone and marker) or "espeak" (espeak-ng's word events)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Synthesis:
+        words = [(word, start, end) for word, start, end in data["words"]]
+        return cls(**(data | {"words": words}))
 
 
 @dataclass
@@ -219,7 +233,7 @@ class Connection:
             sample_rate=data["sample_rate"],
             audio_format=data["audio_format"],
             received=[(t, kind, text, flush) for t, kind, text, flush in data["received"]],
-            syntheses=[Synthesis(**s) for s in data["syntheses"]],
+            syntheses=[Synthesis.from_json(s) for s in data["syntheses"]],
             audio_sent_at=data["audio_sent_at"],
         )
 

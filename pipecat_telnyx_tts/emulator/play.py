@@ -293,6 +293,8 @@ class Socket:
             record.cached = cached
             record.mp3 = self.fmt.mp3
             record.sample_rate = self.fmt.sample_rate
+            record.words = list(rendition.words)
+            record.words_source = rendition.words_source
             if job.forced:
                 return
             job.plan = plan_frames(

@@ -21,6 +21,21 @@ class FrameRecord:
     message: ClientMessage | ServerMessage | None
 
 
+@dataclass(frozen=True)
+class WordSpan:
+    """Where one word lies in a synthesis's audio, so that a benchmark can tell which words a
+    caller heard before a barge-in cut the audio.
+
+    ``word`` is a whitespace-separated token of the spoken text (``synth.spoken_text``),
+    punctuation attached; ``start`` and ``end`` are seconds from the start of the synthesis's
+    PCM, before any MP3 encoder delay or padding.
+    """
+
+    word: str
+    start: float
+    end: float
+
+
 @dataclass
 class SynthesisRecord:
     """One synthesis, from the frame that triggered it to its last frame out."""
@@ -41,6 +56,11 @@ class SynthesisRecord:
     """Frames of this synthesis that went out after the force that interrupted it."""
     mp3: bool = False
     sample_rate: int = 0
+    words: list[WordSpan] = field(default_factory=list)
+    """Every spoken word with its place in the audio, in order; empty until rendered."""
+    words_source: str = ""
+    """How ``words`` were found: "signal" when they follow from the text (tone and marker
+    signals, exact), "espeak" when from espeak-ng's word events; "" before rendering."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ event loop keeps serving while espeak-ng or LAME work.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import io
 import itertools
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from loguru import logger
 
 from pipecat_telnyx_tts.emulator.config import Signal
+from pipecat_telnyx_tts.emulator.records import WordSpan
 from pipecat_telnyx_tts.protocol import ConnectParams
 from pipecat_telnyx_tts.voices import ProviderFamily
 
@@ -37,6 +39,9 @@ CHARS_PER_SECOND = 14.5
 TAIL_SECONDS = 0.15
 """Trailing near-silence after the last syllable, as real TTS leaves."""
 ID3_ENCODER = "pipecat-telnyx-tts emulator (LAME)"
+SILENCE_LEVEL = 300
+"""Sample magnitude at or below which speech counts as silent, about -40 dBFS: espeak-ng's pauses
+are near zero, its quietest sounds well above this."""
 
 # --------------------------------------------------------------------------- text
 
@@ -45,6 +50,7 @@ _HEADER = re.compile(r"(^|\s)#{1,6}(?=\s|$)", re.MULTILINE)
 _EMPHASIS = re.compile(r"\*\*|__|~~|`+|\*")
 _SSML_TAG = re.compile(r"<[^>]*>")
 _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
+_TOKEN = re.compile(r"\S+")
 
 
 def strip_markdown(text: str) -> str:
@@ -154,6 +160,40 @@ def marker_pcm(rate: int, seconds: float, value: int) -> Pcm:
     return np.full(round(seconds * rate), value, dtype=np.int16)
 
 
+class _EspeakEventId(ctypes.Union):
+    _fields_ = [
+        ("number", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("string", ctypes.c_char * 8),
+    ]
+
+
+class _EspeakEvent(ctypes.Structure):
+    """``espeak_EVENT`` of espeak-ng's ``speak_lib.h``."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EspeakEventId),
+    ]
+
+
+@dataclass(frozen=True)
+class EspeakWord:
+    """One espeak-ng word event. espeak splits text its own way ("42" is two words, "don't" is
+    one that it reports as "don"), so these are anchors, not the words themselves."""
+
+    char: int
+    """0-based character offset of the word in the text given to espeak-ng."""
+    seconds: float
+    """Where the word starts in the audio of that call."""
+
+
 class _Espeak:
     """espeak-ng through ctypes, from the espeakng-loader wheel.
 
@@ -166,6 +206,8 @@ class _Espeak:
     _SSML = 0x10
     _RATE = 1
     _WORDS_PER_MINUTE = 145
+    _EVENT_LIST_TERMINATED = 0
+    _EVENT_WORD = 1
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -173,15 +215,31 @@ class _Espeak:
         self._rate = 0
         self._failed = False
         self._pieces: list[bytes] = []
+        self._words: list[EspeakWord] = []
         callback_type = ctypes.CFUNCTYPE(
-            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_short),
+            ctypes.c_int,
+            ctypes.POINTER(_EspeakEvent),
         )
         # Held on the instance: ctypes callbacks must outlive every call into the library.
         self._callback = callback_type(self._collect)
 
-    def _collect(self, wav: ctypes._Pointer[ctypes.c_short], count: int, _events: int) -> int:
+    def _collect(
+        self,
+        wav: ctypes._Pointer[ctypes.c_short],
+        count: int,
+        events: ctypes._Pointer[_EspeakEvent],
+    ) -> int:
         if count > 0:
             self._pieces.append(ctypes.string_at(wav, count * 2))
+        # An array ended by a LIST_TERMINATED event. Its text positions count characters (not
+        # UTF-8 bytes) from 1; its audio positions are milliseconds from the start of the call.
+        i = 0
+        while events and (event := events[i]).type != self._EVENT_LIST_TERMINATED:
+            if event.type == self._EVENT_WORD:
+                self._words.append(EspeakWord(event.text_position - 1, event.audio_position / 1000))
+            i += 1
         return 0
 
     def _load(self) -> ctypes.CDLL | None:
@@ -224,22 +282,25 @@ class _Espeak:
         with self._lock:
             return self._load() is not None
 
-    def synthesize(self, text: str, language: str | None, speed: float, ssml: bool) -> Pcm:
-        """Speech for ``text`` at the library's own rate (see ``rate``)."""
+    def synthesize(
+        self, text: str, language: str | None, speed: float, ssml: bool
+    ) -> tuple[Pcm, list[EspeakWord]]:
+        """Speech for ``text`` at the library's own rate (see ``rate``), and its word events."""
         with self._lock:
             lib = self._load()
             if lib is None:
                 raise RuntimeError("espeak-ng is not available")
             self._select_voice(lib, language)
             lib.espeak_SetParameter(self._RATE, round(self._WORDS_PER_MINUTE * speed), 0)
-            self._pieces = []
+            self._pieces, self._words = [], []
             data = text.encode() + b"\0"
             flags = self._CHARS_UTF8 | (self._SSML if ssml else 0)
             status = lib.espeak_Synth(data, len(data), 0, 0, 0, flags, None, None)
             lib.espeak_Synchronize()
             if status != 0:
                 raise RuntimeError(f"espeak_Synth failed with status {status}")
-            return np.frombuffer(b"".join(self._pieces), dtype=np.int16).copy()
+            pcm = np.frombuffer(b"".join(self._pieces), dtype=np.int16).copy()
+            return pcm, self._words
 
     @property
     def rate(self) -> int:
@@ -366,50 +427,146 @@ class Rendition:
     parts: tuple[Part, ...]
     audio_seconds: float
     fmt: OutputFormat
+    words: tuple[WordSpan, ...] = ()
+    """Where each spoken word lies in the audio, before encoding (see ``SynthesizedAudio``)."""
+    words_source: str = ""
+    """"signal" or "espeak", as in ``SynthesizedAudio``; "" when there was nothing to say."""
 
     @property
     def data(self) -> bytes:
         return b"".join(part.data for part in self.parts)
 
 
+@dataclass(frozen=True)
+class SynthesizedAudio:
+    """The PCM of one synthesis, and where its sentences and words lie in it."""
+
+    pcm: Pcm
+    """Mono int16 at the output rate."""
+    sentence_ends: list[int]
+    """Sample offsets where a sentence (and its pause) ends: where an MP3 file may end without
+    cutting a word."""
+    words: tuple[WordSpan, ...] = ()
+    """Every whitespace-separated token of the spoken text, in order."""
+    words_source: str = ""
+    """"signal" when the word places follow from the text (tone, marker), "espeak" when they come
+    from espeak-ng's word events."""
+
+
 def synthesize_pcm(request: SynthesisRequest) -> tuple[Pcm, list[int]]:
-    """Mono int16 PCM at the output rate, and the sample offsets where a sentence (and its pause)
-    ends inside it: where an MP3 file may end without cutting a word."""
+    """The PCM and sentence ends of ``synthesize_audio``, for callers that need no words."""
+    audio = synthesize_audio(request)
+    return audio.pcm, audio.sentence_ends
+
+
+def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
+    """Synthesize ``request`` sentence by sentence (when pauses or MP3 files need the breaks),
+    keeping track of where each word of each sentence ends up in the whole."""
     spoken = spoken_text(request.text, request.ssml)
     if not spoken:
-        return np.zeros(0, dtype=np.int16), []
+        return SynthesizedAudio(np.zeros(0, dtype=np.int16), [])
     signal = resolve_signal(request.signal)
     by_sentence = not request.ssml and (
         request.sentence_pause_ms > 0 or (request.fmt.mp3 and request.mp3_files > 1)
     )
     sentences = split_sentences(spoken) if by_sentence else [spoken]
+    rate = request.fmt.sample_rate
     # The marker signal's pauses carry the marker too: every sample still names its socket.
     silence_value = request.marker if signal is Signal.MARKER else 0
-    pause = max(0, round(request.fmt.sample_rate * request.sentence_pause_ms / 1000))
+    pause = max(0, round(rate * request.sentence_pause_ms / 1000))
     pieces: list[Pcm] = []
     ends: list[int] = []
+    words: list[WordSpan] = []
+    offset = 0
     for i, sentence in enumerate(sentences):
-        pieces.append(_sentence_pcm(request, signal, sentence))
+        pcm, sentence_words = _sentence_audio(request, signal, sentence)
+        shift = offset / rate
+        words += [WordSpan(w.word, w.start + shift, w.end + shift) for w in sentence_words]
+        pieces.append(pcm)
+        offset += len(pcm)
         if i < len(sentences) - 1:
             pieces.append(np.full(pause, silence_value, dtype=np.int16))
-            ends.append(sum(len(piece) for piece in pieces))
-    return np.concatenate(pieces), ends
+            offset += pause
+            ends.append(offset)
+    source = "espeak" if signal is Signal.SPEECH else "signal"
+    return SynthesizedAudio(np.concatenate(pieces), ends, tuple(words), source)
 
 
-def _sentence_pcm(request: SynthesisRequest, signal: Signal, spoken: str) -> Pcm:
+def _sentence_audio(
+    request: SynthesisRequest, signal: Signal, spoken: str
+) -> tuple[Pcm, list[WordSpan]]:
+    """One piece of audio and its words, timed from the start of the piece."""
     rate = request.fmt.sample_rate
     if signal is Signal.SPEECH:
         source = request.text if request.ssml else spoken
-        pcm = ESPEAK.synthesize(source, request.language, request.speed, request.ssml)
+        pcm, events = ESPEAK.synthesize(source, request.language, request.speed, request.ssml)
         if ESPEAK.rate != rate and len(pcm):
             import soxr
 
             pcm = soxr.resample(pcm, ESPEAK.rate, rate).astype(np.int16)
-        return pcm
+        return pcm, speech_words(_tokens(source, request.ssml), events, pcm, rate)
     seconds = speech_seconds(spoken, request.speed)
-    if signal is Signal.MARKER:
-        return marker_pcm(rate, seconds, request.marker)
-    return tone_pcm(spoken, rate, seconds)
+    pcm = (
+        marker_pcm(rate, seconds, request.marker)
+        if signal is Signal.MARKER
+        else tone_pcm(spoken, rate, seconds)
+    )
+    return pcm, signal_words(spoken, request.speed)
+
+
+def _tokens(source: str, ssml: bool) -> list[re.Match[str]]:
+    """The words of ``spoken_text(source, ssml)``, located in ``source`` itself, which is what
+    espeak-ng's text positions count in: SSML tags are blanked to spaces of their own length."""
+    if ssml:
+        source = _SSML_TAG.sub(lambda tag: " " * len(tag.group()), source)
+    return list(_TOKEN.finditer(source))
+
+
+def signal_words(spoken: str, speed: float = 1.0) -> list[WordSpan]:
+    """Words of the tone and marker signals, which voice ``CHARS_PER_SECOND`` characters a
+    second: exact by construction, as those signals are made from the text's length alone."""
+    return [
+        WordSpan(
+            m.group(), m.start() / CHARS_PER_SECOND / speed, m.end() / CHARS_PER_SECOND / speed
+        )
+        for m in _TOKEN.finditer(spoken)
+    ]
+
+
+def speech_words(
+    tokens: list[re.Match[str]], events: list[EspeakWord], pcm: Pcm, rate: int
+) -> list[WordSpan]:
+    """Place ``tokens`` in espeak-ng's audio ``pcm`` (at ``rate``) from its word ``events``.
+
+    espeak-ng splits text its own way, so a token starts at the first event inside it; a token
+    with none (a dash espeak-ng does not voice, say) is interpolated between its neighbours. A
+    token ends where its sound does before the next token starts: a clause pause belongs to no
+    word, so a cut inside one has heard the word before it whole.
+    """
+    seconds = len(pcm) / rate
+    token_starts = [m.start() for m in tokens]
+    found: dict[int, float] = {}
+    for event in events:
+        i = bisect.bisect_right(token_starts, event.char) - 1
+        if i >= 0 and event.char < tokens[i].end() and i not in found:
+            found[i] = min(event.seconds, seconds)
+    anchors = {0: 0.0} | found | {len(tokens): seconds}
+    known = sorted(anchors)
+    starts = np.interp(np.arange(len(tokens)), known, [anchors[i] for i in known])
+    # Events come in audio order; this only guards against text positions that do not.
+    bounds = [*np.maximum.accumulate(starts).tolist(), seconds]
+    return [
+        WordSpan(m.group(), start, _sound_end(pcm, rate, start, next_start))
+        for m, (start, next_start) in zip(tokens, itertools.pairwise(bounds), strict=True)
+    ]
+
+
+def _sound_end(pcm: Pcm, rate: int, start: float, limit: float) -> float:
+    """The end of the last sample above ``SILENCE_LEVEL`` in ``[start, limit)``, in seconds;
+    ``limit`` when there is none."""
+    a, b = round(start * rate), round(limit * rate)
+    loud = np.flatnonzero(np.abs(pcm[a:b].astype(np.int32)) > SILENCE_LEVEL)
+    return (a + int(loud[-1]) + 1) / rate if loud.size else limit
 
 
 def file_cuts(sentence_ends: list[int], total: int, files: int) -> list[int]:
@@ -437,18 +594,19 @@ def file_cuts(sentence_ends: list[int], total: int, files: int) -> list[int]:
 def render(request: SynthesisRequest) -> Rendition:
     """Synthesize and encode one synthesis: MP3 as ``mp3_files`` files, WAV as one file, the
     other encodings as one raw stream."""
-    pcm, sentence_ends = synthesize_pcm(request)
+    audio = synthesize_audio(request)
+    pcm, words, source = audio.pcm, audio.words, audio.words_source
     fmt = request.fmt
     seconds = len(pcm) / fmt.sample_rate
     if len(pcm) == 0:
         return Rendition((), 0.0, fmt)
     if fmt.mp3:
-        bounds = [0, *file_cuts(sentence_ends, len(pcm), request.mp3_files), len(pcm)]
+        bounds = [0, *file_cuts(audio.sentence_ends, len(pcm), request.mp3_files), len(pcm)]
         parts = tuple(
             Part(encode_mp3(pcm[a:b], fmt.sample_rate), b / fmt.sample_rate)
             for a, b in itertools.pairwise(bounds)
         )
-        return Rendition(parts, seconds, fmt)
+        return Rendition(parts, seconds, fmt, words, source)
     match fmt.encoding:
         case "wav":
             data = encode_wav(pcm, fmt.sample_rate)
@@ -458,7 +616,7 @@ def render(request: SynthesisRequest) -> Rendition:
             data = encode_alaw(pcm)
         case _:
             data = pcm.astype("<i2").tobytes()
-    return Rendition((Part(data, seconds),), seconds, fmt)
+    return Rendition((Part(data, seconds),), seconds, fmt, words, source)
 
 
 @dataclass(frozen=True)

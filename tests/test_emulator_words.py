@@ -1,0 +1,211 @@
+"""Where each word lies in the emulator's audio: the ground truth a barge-in benchmark needs to
+tell which words a caller heard before the audio was cut."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from test_emulator_support import open_socket, receive_all, speak
+
+from benchmarks.emulator_host import EmulatorProcess
+from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
+from pipecat_telnyx_tts.emulator.records import WordSpan
+from pipecat_telnyx_tts.emulator.synth import (
+    CHARS_PER_SECOND,
+    ESPEAK,
+    SILENCE_LEVEL,
+    TAIL_SECONDS,
+    OutputFormat,
+    SynthesisRequest,
+    render,
+    speech_seconds,
+    spoken_text,
+    synthesize_audio,
+)
+
+PCM_8K = OutputFormat("linear16", 8000)
+PCM_16K = OutputFormat("linear16", 16000)
+TWO = "Hi there. Bye now."
+
+needs_espeak = pytest.mark.skipif(not ESPEAK.available(), reason="espeak-ng is not usable here")
+
+
+def assert_spans(words: tuple[WordSpan, ...], expected: list[tuple[str, float, float]]) -> None:
+    assert [w.word for w in words] == [word for word, _, _ in expected]
+    assert [(w.start, w.end) for w in words] == [
+        (pytest.approx(start, abs=1e-9), pytest.approx(end, abs=1e-9)) for _, start, end in expected
+    ]
+
+
+def assert_well_formed(words: tuple[WordSpan, ...], seconds: float) -> None:
+    """In order, each word inside the audio and ending before the next one starts."""
+    assert words, "a synthesis with something to say has words"
+    assert words[0].start >= 0
+    for word in words:
+        assert word.start <= word.end <= seconds + 1e-9, word
+    for before, after in itertools.pairwise(words):
+        assert before.start <= after.start, (before, after)
+        assert before.end <= after.start + 1e-9, (before, after)
+
+
+# --------------------------------------------------------------------------- tone and marker
+
+
+def test_tone_words_follow_the_speaking_rate() -> None:
+    audio = synthesize_audio(SynthesisRequest("Hello there, my friend.", PCM_8K, Signal.TONE))
+    assert audio.words_source == "signal"
+    assert_spans(
+        audio.words,
+        [
+            ("Hello", 0.0, 5 / CHARS_PER_SECOND),
+            ("there,", 6 / CHARS_PER_SECOND, 12 / CHARS_PER_SECOND),
+            ("my", 13 / CHARS_PER_SECOND, 15 / CHARS_PER_SECOND),
+            ("friend.", 16 / CHARS_PER_SECOND, 23 / CHARS_PER_SECOND),
+        ],
+    )
+    seconds = len(audio.pcm) / PCM_8K.sample_rate
+    assert audio.words[-1].end == pytest.approx(seconds - TAIL_SECONDS, abs=1 / 8000)
+
+
+def test_marker_words_scale_with_speed() -> None:
+    request = SynthesisRequest("Hello there, my friend.", PCM_8K, Signal.MARKER, speed=2.0)
+    audio = synthesize_audio(request)
+    assert audio.words_source == "signal"
+    assert audio.words[3] == WordSpan("friend.", 16 / 14.5 / 2, 23 / 14.5 / 2)
+    assert audio.words[1].start == pytest.approx(0.2069, abs=1e-4), "6 characters at 29 a second"
+
+
+def test_sentence_pauses_shift_the_words_after_them() -> None:
+    paused = synthesize_audio(SynthesisRequest(TWO, PCM_8K, Signal.TONE, sentence_pause_ms=200))
+    first_piece = round(speech_seconds("Hi there.") * 8000) / 8000
+    second = first_piece + 0.2
+    assert_spans(
+        paused.words,
+        [
+            ("Hi", 0.0, 2 / 14.5),
+            ("there.", 3 / 14.5, 9 / 14.5),
+            ("Bye", second, second + 3 / 14.5),
+            ("now.", second + 4 / 14.5, second + 8 / 14.5),
+        ],
+    )
+    # Between the sentences: the first one's tail, then the pause.
+    gap = paused.words[2].start - paused.words[1].end
+    assert gap == pytest.approx(TAIL_SECONDS + 0.2, abs=1 / 8000)
+    unpaused = synthesize_audio(SynthesisRequest(TWO, PCM_8K, Signal.TONE))
+    assert unpaused.words[2].start == pytest.approx(10 / 14.5)
+
+
+def test_words_are_the_spoken_tokens_of_markdown_and_ssml() -> None:
+    marked = synthesize_audio(
+        SynthesisRequest("**Bold** [link](https://x.y) now", PCM_8K, Signal.TONE)
+    )
+    assert [w.word for w in marked.words] == ["Bold", "link", "now"]
+    ssml = "<speak>Hello <emphasis>there</emphasis>, friend.</speak>"
+    tagged = synthesize_audio(SynthesisRequest(ssml, PCM_8K, Signal.TONE, ssml=True))
+    assert [w.word for w in tagged.words] == spoken_text(ssml, ssml=True).split()
+
+
+def test_rendition_carries_the_words_whatever_the_encoding() -> None:
+    request = SynthesisRequest(TWO, PCM_8K, Signal.TONE, sentence_pause_ms=100)
+    words = synthesize_audio(request).words
+    mp3 = SynthesisRequest(TWO, OutputFormat("mp3", 24000), Signal.TONE, mp3_files=2)
+    for rendition in (render(request), render(mp3)):
+        assert [w.word for w in rendition.words] == [w.word for w in words]
+        assert rendition.words_source == "signal"
+        assert_well_formed(rendition.words, rendition.audio_seconds)
+    assert render(request).words == words
+    assert render(SynthesisRequest("  ", PCM_8K, Signal.TONE)).words == ()
+
+
+# --------------------------------------------------------------------------- speech
+
+
+def loud_from(pcm: np.ndarray, rate: int) -> float:
+    """When the audio first rises above silence, in seconds."""
+    return int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > SILENCE_LEVEL)[0]) / rate
+
+
+@needs_espeak
+@pytest.mark.parametrize("speed", [1.0, 1.6])
+def test_speech_words_line_up_with_the_audio(speed: float) -> None:
+    text = "Hello there, my friend. I don't know 42 things."
+    audio = synthesize_audio(SynthesisRequest(text, PCM_16K, Signal.SPEECH, speed=speed))
+    assert audio.words_source == "espeak"
+    assert [w.word for w in audio.words] == text.split()
+    seconds = len(audio.pcm) / 16000
+    assert_well_formed(audio.words, seconds)
+    assert abs(audio.words[0].start - loud_from(audio.pcm, 16000)) < 0.1
+    # espeak-ng pauses at a comma; the word after it starts when the pause ends...
+    there, my = audio.words[1], audio.words[2]
+    a, b = round((my.start - 0.1 / speed) * 16000), round((my.start - 0.01) * 16000)
+    assert np.abs(audio.pcm[a:b].astype(np.int32)).max() <= SILENCE_LEVEL
+    assert loud_from(audio.pcm[round(my.start * 16000) :], 16000) < 0.05
+    # ...and the word before it ends when its sound does, not at the next word.
+    assert there.end < my.start - 0.1 / speed
+    # The last word ends with its sound, before the trailing silence.
+    last = round(audio.words[-1].end * 16000)
+    assert np.abs(audio.pcm[last - 1]) > SILENCE_LEVEL
+    assert not np.any(np.abs(audio.pcm[last:].astype(np.int32)) > SILENCE_LEVEL)
+
+
+@needs_espeak
+def test_speech_words_account_for_sentence_pauses_and_resampling() -> None:
+    text = "Hello there. Goodbye now."
+    for fmt in (PCM_8K, OutputFormat("linear16", 24000)):
+        whole = synthesize_audio(SynthesisRequest(text, fmt, Signal.SPEECH))
+        paused = synthesize_audio(SynthesisRequest(text, fmt, Signal.SPEECH, sentence_pause_ms=300))
+        rate = fmt.sample_rate
+        assert_well_formed(paused.words, len(paused.pcm) / rate)
+        (cut,) = paused.sentence_ends
+        assert paused.words[2].start == pytest.approx(cut / rate, abs=0.01)
+        assert paused.words[2].start - paused.words[1].end >= 0.3
+        assert abs(paused.words[2].start - (cut / rate + loud_from(paused.pcm[cut:], rate))) < 0.1
+        # Same words, same starts within a sentence, however the audio is pieced together.
+        assert paused.words[1].start == pytest.approx(whole.words[1].start, abs=0.005)
+
+
+@needs_espeak
+def test_speech_words_of_ssml_are_the_spoken_tokens() -> None:
+    ssml = (
+        '<speak>Hello <break time="500ms"/>world &amp; friend. '
+        "<emphasis>Big</emphasis> dog.</speak>"
+    )
+    audio = synthesize_audio(SynthesisRequest(ssml, PCM_16K, Signal.SPEECH, ssml=True))
+    assert [w.word for w in audio.words] == spoken_text(ssml, ssml=True).split()
+    assert_well_formed(audio.words, len(audio.pcm) / 16000)
+    # The break is silence before "world".
+    assert audio.words[1].start - audio.words[0].end >= 0.4
+
+
+# --------------------------------------------------------------------------- records
+
+
+@pytest.mark.parametrize("signal", ["tone", "marker", pytest.param("speech", marks=needs_espeak)])
+async def test_records_carry_the_words_of_each_synthesis(signal: str) -> None:
+    faults = Faults.fast(sentence_pause_ms=150)
+    async with TelnyxEmulator(signal=signal, faults=faults) as emu:
+        async with open_socket(emu, audio_format="linear16", sample_rate=16000) as ws:
+            await speak(ws, "Hello there, this is the emulator. It speaks in words.")
+            await receive_all(ws)
+        (connection,) = emu.connections
+    assert connection.syntheses
+    for synthesis in connection.syntheses:
+        assert synthesis.words_source == ("espeak" if signal == "speech" else "signal")
+        assert [w.word for w in synthesis.words] == spoken_text(synthesis.text).split()
+        assert_well_formed(tuple(synthesis.words), synthesis.audio_seconds)
+
+
+async def test_emulator_process_ships_the_words() -> None:
+    async with EmulatorProcess(signal="tone", faults=Faults.fast()) as emu:
+        async with open_socket(emu.url) as ws:
+            await speak(ws, "Hello there, my friend.")
+            await receive_all(ws)
+        (connection,) = await emu.connections()
+    (synthesis,) = connection.syntheses
+    assert synthesis.words_source == "signal"
+    assert synthesis.mp3 and synthesis.sample_rate > 0 and synthesis.audio_seconds > 0
+    word, start, end = synthesis.words[-1]
+    assert (word, start, end) == ("friend.", pytest.approx(16 / 14.5), pytest.approx(23 / 14.5))
+    assert [word for word, _, _ in synthesis.words] == ["Hello", "there,", "my", "friend."]
