@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pipecat_telnyx_tts.audio import AudioDecodeError, AudioDecoder
+from pipecat_telnyx_tts.clauses import FirstClauseAggregator
 from pipecat_telnyx_tts.common import DEFAULT_VOICE
 from pipecat_telnyx_tts.lane import Lane, SendFailed, unsent_text
 from pipecat_telnyx_tts.protocol import (
@@ -132,6 +133,7 @@ class TelnyxTTSService(TTSService):
         sample_rate: int | None = None,
         audio_format: str | None = None,
         settings: TelnyxTTSSettings | None = None,
+        flush_first_clause: bool = False,
         **kwargs: Any,
     ) -> None:
         """Create the service.
@@ -143,6 +145,11 @@ class TelnyxTTSService(TTSService):
             audio_format: ``linear16``, ``mp3`` or ``wav``; None asks for linear16 at the output
                 rate where the voice honours it, MP3 otherwise.
             settings: Voice, speed, voice_settings and language (see :class:`TelnyxTTSSettings`).
+            flush_first_clause: Flush each reply's first clause (at a comma, semicolon, colon or
+                dash after four words or more) instead of its whole first sentence, so the first
+                audio starts sooner; later text is flushed at sentence ends as before. Works in
+                both aggregation modes. Off by default: the first sentence is then synthesized
+                in two parts, which some voices phrase audibly (see ``benchmarks/first_clause.py``).
             **kwargs: Passed on to pipecat's ``TTSService`` (``text_aggregation_mode``, ...).
         """
         key = api_key or os.environ.get("TELNYX_API_KEY")
@@ -180,6 +187,12 @@ class TelnyxTTSService(TTSService):
         # not silence.
         kwargs.setdefault("stop_frame_timeout_s", self.RESPONSE_TIMEOUT_S + 2.0)
         super().__init__(sample_rate=sample_rate, settings=defaults, **kwargs)
+        self._first_clause = flush_first_clause
+        if flush_first_clause and not self._is_streaming_tokens:
+            # pipecat 1.14's TTSService takes no text aggregator (its **kwargs would drop one
+            # silently), so its sentence aggregator is replaced here, as its own Cartesia and
+            # Rime services replace theirs. Token mode needs none: the Turn finds the clause.
+            self._text_aggregator = FirstClauseAggregator(language=self._text_aggregator.language)
         self._api_key = key
         self._key_pattern = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
         self._url = url
@@ -478,7 +491,7 @@ class TelnyxTTSService(TTSService):
         lane = self._pool.take(request) or self._open_lane(request)
         lane.bind(
             context_id,
-            Turn(token_mode=self._is_streaming_tokens),
+            Turn(token_mode=self._is_streaming_tokens, first_clause=self._first_clause),
             AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate),
         )
         self._lanes[context_id] = lane

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from pipecat_telnyx_tts.clauses import first_clause_end, may_end_clause
 from pipecat_telnyx_tts.protocol import (
     AudioMessage,
     ClientMessage,
@@ -105,11 +106,15 @@ class Turn:
     """Decides what to send for a turn's text and what the server's frames mean for it.
 
     ``token_mode`` says whether text arrives as LLM tokens (sentence ends must be found here)
-    or as whole sentences (each one is flushed as it comes).
+    or as whole sentences (each one is flushed as it comes). ``first_clause`` flushes the turn's
+    first clause in token mode (see :mod:`~pipecat_telnyx_tts.clauses`); in sentence mode the
+    aggregator ahead of this cuts it, and each text is flushed as it comes all the same.
     """
 
-    def __init__(self, *, token_mode: bool) -> None:
+    def __init__(self, *, token_mode: bool, first_clause: bool = False) -> None:
         self._token_mode = token_mode
+        self._clause_due = token_mode and first_clause
+        """The first clause is still to be flushed: no flush has gone out yet."""
         self.phase = Phase.SPEAKING
         self._held: str | None = None
         self._sent_text = False
@@ -138,7 +143,9 @@ class Turn:
         first audio come after the first sentence under the observed reading as well. In token
         mode text that ends in sentence punctuation is held until the next token shows whether
         the sentence really ended there ("3." in "3.5" did not), costing one token of delay only
-        at sentence ends; a sentence end inside a token is split off and flushed at once.
+        at sentence ends; a sentence end inside a token is split off and flushed at once. The
+        first clause, when asked for and complete before the first sentence, is flushed the same
+        way, and text that may end one is held for a token like a sentence end.
         """
         if self.phase is not Phase.SPEAKING or not text:
             return []
@@ -152,12 +159,17 @@ class Turn:
             return []
         pending = _valid_text(pending)
         out: list[ClientMessage] = []
+        if self._clause_due:
+            clause = self._first_clause(pending)
+            if clause is not None:
+                out.append(self._text_message(pending[:clause], flush=True))
+                pending = pending[clause:]
         boundaries = list(_BOUNDARY.finditer(pending))
         if boundaries:
             last = boundaries[-1]
             out.append(self._text_message(pending[: last.end()], flush=True))
             pending = pending[last.end() :]
-        if _ENDS_SENTENCE.search(pending):
+        if _ENDS_SENTENCE.search(pending) or (self._clause_due and may_end_clause(pending)):
             self._held = pending
         elif pending:
             out.append(self._text_message(pending, flush=False))
@@ -266,10 +278,22 @@ class Turn:
             return [Failed(f"Telnyx closed the socket before the turn's final frame ({detail})")]
         return [Failed(f"the Telnyx connection ended before the turn finished ({detail})")]
 
+    def _first_clause(self, pending: str) -> int | None:
+        """Length of the part of ``pending`` that completes the turn's first clause, if it does
+        so before the first sentence ends. Until the first flush, all that was sent is that
+        clause's beginning, and it counts towards its words."""
+        end = first_clause_end(self._sent + pending, start=len(self._sent))
+        if end is None:
+            return None
+        end -= len(self._sent)
+        sentence = _BOUNDARY.search(pending)
+        return end if sentence is None or end <= sentence.start() else None
+
     def _text_message(self, text: str, *, flush: bool) -> TextMessage:
         self._sent_text = True
         self._sent += text
         self.awaiting_server = self.awaiting_server or flush
+        self._clause_due = self._clause_due and not flush
         return TextMessage(text, flush=flush)
 
 

@@ -325,3 +325,138 @@ def test_lone_surrogates_are_replaced_not_sent():
     held = Turn(token_mode=True)
     held.text("dangling \ud83d")
     assert held.end()[0] == TextMessage("dangling \ufffd", flush=True)
+
+
+# ----------------------------------------------------------------------------- first clause
+
+
+def flushed(messages: list) -> list[str]:
+    """The text of each synthesis the messages ask for: everything up to each flush."""
+    out, text = [], ""
+    for m in messages:
+        if isinstance(m, TextMessage):
+            text += m.text
+            if m.flush:
+                out.append(text)
+                text = ""
+    return [*out, text] if text else out
+
+
+def clause_turn(tokens: list[str], *, first_clause: bool = True) -> list[str]:
+    turn = Turn(token_mode=True, first_clause=first_clause)
+    return flushed(sent(turn, tokens) + turn.end())
+
+
+REPLY = ["If", " you", " want", " to", " reschedule", ",", " I", " can", " move", " it", "."]
+
+
+def test_first_clause_is_flushed_at_its_comma():
+    assert clause_turn(REPLY) == ["If you want to reschedule, ", "I can move it."]
+
+
+def test_without_the_option_the_first_flush_is_the_sentence():
+    turn = Turn(token_mode=True)
+    messages = sent(turn, REPLY) + turn.end()
+    assert flushed(messages) == ["If you want to reschedule, I can move it."]
+    # Nothing is held for a clause: the comma goes out with the token that brought it.
+    assert messages[5] == TextMessage(",")
+
+
+@pytest.mark.parametrize(
+    ("text", "clause"),
+    [
+        ("One two three four; five six.", "One two three four; "),
+        ("Here is what I found: two slots.", "Here is what I found: "),
+        ("I checked the calendar\u2014Thursday works.", "I checked the calendar\u2014"),
+        ("I checked the calendar \u2013 Thursday works.", "I checked the calendar \u2013 "),
+        ("I checked the calendar - Thursday works.", "I checked the calendar - "),
+        ("I checked the calendar -- Thursday works.", "I checked the calendar -- "),
+        ('She told me "call back," so I did.', 'She told me "call back," '),
+    ],
+)
+def test_clause_boundaries(text, clause):
+    assert clause_turn([text])[0] == clause
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It costs about 1,000 dollars a month.",
+        "Your slot is at 3:30 on the dot.",
+        "The range is 10\u201320 units per box.",
+        "The range is 10 - 20 units per box.",
+        "Pick any of 1, 2 or 3 for me.",
+        "Bring a document, e.g., a passport.",
+        "It is a well-known and well-liked place.",
+    ],
+)
+def test_no_clause_inside_numbers_abbreviations_or_words(text):
+    assert clause_turn([text]) == [text]
+    assert clause_turn(list(text)) == [text]
+
+
+def test_a_number_split_across_tokens_is_not_a_boundary():
+    assert clause_turn(["It", " costs", " about", " 1", ",", "000", " dollars", "."]) == [
+        "It costs about 1,000 dollars."
+    ]
+
+
+def test_a_clause_needs_four_words():
+    assert clause_turn(["Sure", ",", " I", " can", " do", " that", "."]) == ["Sure, I can do that."]
+    # The first boundary after four words is the one, even if an earlier one was too short.
+    assert clause_turn(["Well", ",", " if", " you", " like", ",", " I", " can", "."]) == [
+        "Well, if you like, ",
+        "I can.",
+    ]
+
+
+def test_only_the_first_segment_may_be_a_clause():
+    tokens = ["Let", " me", " check", " that", ",", " okay", "?", " If", " it", " is", " free"]
+    tokens += [",", " I", " book", " it", "."]
+    assert clause_turn(tokens) == [
+        "Let me check that, ",
+        "okay? ",
+        "If it is free, I book it.",
+    ]
+
+
+def test_a_sentence_before_any_clause_ends_the_chance_of_one():
+    assert clause_turn(["Hello", " there", ".", " One", " two", " three", ",", " four", "."]) == [
+        "Hello there. ",
+        "One two three, four.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        ["If you want to reschedule,", " I can move it."],
+        ["If you want to reschedule", ", I", " can move it."],
+        ["If you want to reschedule, I", " can move it."],
+        ["If you want to reschedule,", " ", "I can move it."],
+        list("If you want to reschedule, I can move it."),
+    ],
+)
+def test_a_token_split_across_the_boundary(tokens):
+    assert clause_turn(tokens) == ["If you want to reschedule, ", "I can move it."]
+
+
+def test_text_that_may_end_a_clause_is_held_for_one_token_only_while_one_is_due():
+    turn = Turn(token_mode=True, first_clause=True)
+    assert turn.text("One two three four") == [TextMessage("One two three four")]
+    assert turn.text(",") == []
+    assert turn.text(" five") == [TextMessage(", ", flush=True), TextMessage("five")]
+    assert turn.text(",") == [TextMessage(",")]
+
+
+def test_a_held_clause_end_is_flushed_at_the_end_of_the_turn():
+    turn = Turn(token_mode=True, first_clause=True)
+    sent(turn, ["One", " two", " three", " four", ","])
+    assert turn.end() == [TextMessage(",", flush=True), EndMessage()]
+
+
+def test_first_clause_changes_nothing_in_sentence_mode():
+    turn = Turn(token_mode=False, first_clause=True)
+    assert turn.text("If you want to reschedule, I can move it.") == [
+        TextMessage("If you want to reschedule, I can move it.", flush=True)
+    ]
