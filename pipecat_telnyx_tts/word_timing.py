@@ -1,0 +1,552 @@
+"""When each word of a turn is heard, estimated from the audio that arrives. Plain code, no I/O.
+
+Telnyx sends no word timestamps, yet pipecat's assistant context should hold only the words the
+caller heard before a barge-in. Pipecat can do that for a service that reports when each word is
+played (``add_word_timestamps``): words are released by the output transport at their time and
+dropped with the audio on an interruption. This module supplies those times.
+
+What is known, and what each contributes:
+
+- The text of every synthesis, in order: the service flushes it. A synthesis's words share its
+  audio by weight (syllables, plus a pause at punctuation).
+- How long each synthesis really is, from where it starts and ends in the audio. Exact when the
+  wire marks it: a concatenated provider's text-bearing frame carries the synthesis's first audio;
+  a final frame ends the synthesis last announced; the end of the turn ends the last one. Bounded
+  otherwise: a streamed provider's text-bearing frame lies among its own synthesis's audio frames
+  (the synthesis started no later, and the one before ended no later), and audio that arrived
+  before a segment was flushed cannot be that segment's. Between anchors the boundary is placed
+  by the speaking rate measured on the syntheses already complete.
+- Speech onset, found as sound after silence in the PCM: where the first word of a synthesis
+  starts once its start is known.
+- The playback timeline: pipecat times words from the first audio of the context and assumes the
+  audio plays without pause, but a synthesis that arrives after the one before has finished
+  playing starts late. Each audio chunk starts at the later of the previous chunk's end and its
+  own arrival, and words are placed on that timeline.
+
+A word is released to pipecat only when its estimate can no longer move much: its synthesis is
+complete, or the audio has arrived well past it. Words of a synthesis whose audio is still coming
+are placed provisionally, by the rate, and held back until the audio covers them; until then
+each new chunk refines their place. A released time is final, so the first word of a synthesis
+whose start was estimated rather than marked is placed a little late: recording a word one beat
+after it was heard is cheaper than recording a sentence that never played.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FRAME_S = 0.01
+"""Resolution of the speech/silence analysis."""
+PRIOR_SECONDS_PER_SYLLABLE = 0.25
+"""Speaking rate assumed before any synthesis has been measured (about 150 words a minute)."""
+PRIOR_WEIGHT = 12.0
+"""How many syllables' worth of evidence the prior rate counts for against measured ones."""
+GUARD_S = 0.4
+"""A provisional word is released only once this much audio has arrived beyond it."""
+ESTIMATED_START_MARGIN_S = 0.2
+"""Delay of the first word of a synthesis whose start in the audio was estimated, not marked."""
+ONSET_SEARCH_S = 0.6
+SEAM_MARGIN_S = 0.06
+"""Delay of the first word of a synthesis whose start was found at a frame seam."""
+MIN_PAUSE_S = 0.12
+"""Silence shorter than this is a stop consonant, not a pause between syntheses."""
+SNAP_SHARE = 0.35
+"""How far, as a share of the previous synthesis's predicted length, an estimated boundary may
+move to a pause found in the audio."""
+"""How far past a synthesis's start its first sound is looked for."""
+
+_WORD = re.compile(r"\S+")
+_VOWELS = re.compile(r"[aeiouyàâäéèêëîïôöùûü]+")
+_MINOR_PAUSE = re.compile(r"[,;:\u2013\u2014]['\"\u2019\u201d)\]]*$")
+_MAJOR_PAUSE = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]['\"\u2019\u201d)\]]*$")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def _letters_of(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def syllables(word: str) -> float:
+    """A word's speaking length in syllables, roughly: vowel groups for Latin script, a beat per
+    digit or CJK character, a character's share for anything else."""
+    lower = word.lower()
+    digits = sum(c.isdigit() for c in lower)
+    cjk = len(_CJK.findall(lower))
+    vowels = len(_VOWELS.findall(lower))
+    letters = sum(c.isalpha() for c in lower)
+    if cjk:
+        return float(cjk)
+    if vowels:
+        return float(vowels) + 1.3 * digits
+    if digits:
+        return 1.3 * digits + 0.5
+    return max(1.0, letters / 3)
+
+
+def pause_after(word: str) -> float:
+    """The pause a speaker leaves after ``word``, in syllables: longer at a sentence end."""
+    if _MAJOR_PAUSE.search(word):
+        return 1.4
+    if _MINOR_PAUSE.search(word) or word in ("-", "\u2013", "\u2014"):
+        return 0.8
+    return 0.0
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    """A word and when it is heard, in seconds from the turn's first audio."""
+
+    word: str
+    seconds: float
+
+
+@dataclass
+class _Word:
+    text: str
+    weight: float
+    pause: float
+
+
+@dataclass
+class _Unit:
+    """One synthesis: the words from ``first`` up to the next unit's first."""
+
+    first: int
+    exact: float | None = None
+    """Where its audio starts, when the wire marked it."""
+    lower: float = 0.0
+    """Its audio starts no earlier than this."""
+    upper: float | None = None
+    """Its audio starts no later than this."""
+    start: float = 0.0
+    onset: float = 0.0
+    """The latest estimate of its start and of its first sound (final once its words are out)."""
+
+
+@dataclass
+class _Chunk:
+    content: float
+    """Where the chunk starts in the concatenated audio, in seconds."""
+    timeline: float
+    """When it starts playing, in seconds from the turn's first audio."""
+
+
+@dataclass
+class WordClock:
+    """Places a turn's words on its audio, one turn (one socket) per instance.
+
+    Feed it, in the order they happen: :meth:`text_sent` for every text message sent,
+    :meth:`announced` for every text-bearing frame, :meth:`audio` for decoded PCM,
+    :meth:`synthesis_final` for final frames and :meth:`finish` when the turn's audio is
+    complete. Each returns the words that became due, with their times; every word is returned
+    exactly once, in order.
+    """
+
+    sample_rate: int
+    _words: list[_Word] = field(default_factory=list)
+    _partial: str = ""
+    _units: list[_Unit] = field(default_factory=lambda: [_Unit(0, exact=0.0)])
+    _unit_open: bool = False
+    _firsts: list[int] = field(default_factory=lambda: [0])
+    """Each unit's first word, for bisecting."""
+    _cum: list[float] = field(default_factory=lambda: [0.0])
+    """Weight (syllables and pauses) of the words before each word."""
+    _letters: list[int] = field(default_factory=list)
+    """Letters and digits before each word, to map echoed text onto words."""
+    _letter_text: str = ""
+    """The letters and digits of every complete word, in order."""
+    _echoed: int = 0
+    _last_announced: int | None = None
+    _next_exact: float | None = None
+    """Where the next synthesis starts, when a final frame marked it before its text was sent."""
+    _energy: list[float] = field(default_factory=list)
+    _seams: list[float] = field(default_factory=list)
+    """Frame boundaries where a synthesis likely ended (see :meth:`audio`)."""
+    _frame_sizes: Counter[int] = field(default_factory=Counter)
+    _last_frame: int = 0
+    _remainder: bytes = b""
+    _chunks: list[_Chunk] = field(default_factory=list)
+    _chunk_starts: list[float] = field(default_factory=list)
+    _loud: float = 0.0
+    """The loudest 10 ms seen, which sets what counts as silence."""
+    _spent: float = 0.0
+    _spent_weight: float = 0.0
+    """Speech seconds and weight of the syntheses measured so far, for the rate."""
+    _measured: int = 0
+    """Units looked at for the rate so far."""
+    _received: float = 0.0
+    _first_arrival: float | None = None
+    _finished: bool = False
+    _released: int = 0
+    _last_seconds: float = 0.0
+
+    # ------------------------------------------------------------------ what happens
+
+    def text_sent(self, text: str, *, flush: bool) -> list[TimedWord]:
+        """Text went out; a flush ends the current synthesis's text."""
+        if not self._unit_open and (text.strip() or self._partial):
+            self._open_unit()
+        self._partial += text
+        pieces = _WORD.findall(self._partial)
+        ends_in_space = self._partial[-1:].isspace()
+        complete = pieces if (flush or ends_in_space) else pieces[:-1]
+        self._partial = "" if (flush or ends_in_space) else pieces[-1] if pieces else ""
+        for piece in complete:
+            self._add_word(piece)
+        if flush:
+            # Audio that arrived before the server had this synthesis's text is not its own.
+            unit = self._units[-1]
+            unit.lower = max(unit.lower, self._received)
+            self._unit_open = False
+        return self._due()
+
+    def announced(self, text: str, *, carries_audio: bool) -> list[TimedWord]:
+        """A text-bearing frame arrived (before its own audio, if it carries any)."""
+        echo = _letters_of(text)
+        if not echo:
+            return []
+        # The server echoes each synthesis's text, less what it strips (markdown, spacing);
+        # searching for it, rather than counting, survives an echo that never came.
+        sent = self._letter_text + _letters_of(self._partial)
+        found = sent.find(echo, self._echoed)
+        if found < 0:
+            found = self._echoed
+        self._echoed = found + len(echo)
+        first = self._word_at_letter(found)
+        after = self._word_at_letter(self._echoed)
+        if first is not None:
+            unit = self._unit_starting_at(first)
+            if carries_audio:
+                unit.exact = self._received
+            else:
+                # The frame lies among its synthesis's own audio frames.
+                unit.upper = (
+                    self._received if unit.upper is None else min(unit.upper, self._received)
+                )
+            self._last_announced = first
+        if after is not None:
+            following = self._unit_starting_at(after)
+            following.lower = max(following.lower, self._received)
+        return self._due()
+
+    def audio(self, pcm: bytes, now: float, *, new_file: bool = False) -> list[TimedWord]:
+        """Decoded 16-bit mono PCM of one frame arrived at ``now`` (seconds, any monotonic clock).
+
+        ``new_file`` says the frame opened an encoded file (an MP3's ID3 tag): a synthesis
+        starts with one. For raw PCM sent in fixed-size frames, a short frame followed by more
+        audio is where a synthesis ended: its audio does not share a frame with the next one's.
+        """
+        if not pcm:
+            return []
+        if new_file and self._received > 0:
+            self._seams.append(self._received)
+        if self._short(self._last_frame) and self._received > 0:
+            self._seams.append(self._received)
+        self._frame_sizes[len(pcm)] += 1
+        self._last_frame = len(pcm)
+        if self._first_arrival is None:
+            self._first_arrival = now
+        previous_end = (
+            self._chunks[-1].timeline + (self._received - self._chunks[-1].content)
+            if self._chunks
+            else 0.0
+        )
+        self._chunks.append(_Chunk(self._received, max(previous_end, now - self._first_arrival)))
+        self._chunk_starts.append(self._received)
+        self._received += len(pcm) / 2 / self.sample_rate
+        self._measure(pcm)
+        return self._due()
+
+    def synthesis_final(self) -> list[TimedWord]:
+        """A final frame: the synthesis announced last has all its audio out."""
+        if self._last_announced is None:
+            return []
+        after = self._word_at_letter(self._echoed)
+        if after is None:
+            self._next_exact = self._received
+        else:
+            unit = self._unit_starting_at(after)
+            if unit.exact is None:
+                unit.exact = max(self._received, unit.lower)
+        return self._due()
+
+    def finish(self) -> list[TimedWord]:
+        """The turn's audio is complete: every word left is due."""
+        if self._partial:
+            self._add_word(self._partial)
+            self._partial = ""
+        self._finished = True
+        return self._due()
+
+    @property
+    def pending(self) -> int:
+        """Words not released yet."""
+        return len(self._words) - self._released
+
+    # ------------------------------------------------------------------ text bookkeeping
+
+    def _open_unit(self) -> None:
+        self._unit_open = True
+        if self._words:
+            unit = self._unit_starting_at(len(self._words))
+            if self._next_exact is not None and unit.exact is None:
+                unit.exact = self._next_exact
+        self._next_exact = None
+
+    def _add_word(self, text: str) -> None:
+        self._letters.append(len(self._letter_text))
+        self._letter_text += _letters_of(text)
+        word = _Word(text, syllables(text), pause_after(text))
+        self._words.append(word)
+        self._cum.append(self._cum[-1] + word.weight + word.pause)
+
+    def _word_at_letter(self, letter: int) -> int | None:
+        """The word that starts at or contains the ``letter``-th letter, if known yet."""
+        if not self._words:
+            return None
+        i = bisect.bisect_right(self._letters, letter) - 1
+        if i < 0:
+            return 0
+        last = self._letters[i + 1] if i + 1 < len(self._letters) else len(self._letter_text)
+        if letter < last:
+            return i
+        return i + 1 if i + 1 < len(self._words) else None
+
+    def _unit_starting_at(self, first: int) -> _Unit:
+        i = bisect.bisect_left(self._firsts, first)
+        if i < len(self._units) and self._units[i].first == first:
+            return self._units[i]
+        unit = _Unit(first)
+        self._units.insert(i, unit)
+        self._firsts.insert(i, first)
+        return unit
+
+    # ------------------------------------------------------------------ audio analysis
+
+    def _measure(self, pcm: bytes) -> None:
+        data = self._remainder + pcm
+        step = max(1, round(self.sample_rate * FRAME_S)) * 2
+        whole = len(data) // step * step
+        self._remainder = data[whole:]
+        if whole:
+            samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32)
+            rms = np.sqrt(np.mean(samples.reshape(-1, step // 2) ** 2, axis=1))
+            self._energy.extend(rms.tolist())
+            self._loud = max(self._loud, float(rms.max()))
+
+    def _short(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes is shorter than the frames a fixed-size stream
+        sends (which most frames so far must share)."""
+        if not size or sum(self._frame_sizes.values()) < 3:
+            return False
+        common, count = self._frame_sizes.most_common(1)[0]
+        return count >= 0.6 * sum(self._frame_sizes.values()) and size < 0.9 * common
+
+    def _threshold(self) -> float:
+        return max(100.0, 0.05 * self._loud)
+
+    def _onset(self, start: float, limit: float) -> float:
+        """The first sound at or after ``start`` (before ``limit``), else ``start``."""
+        if not self._energy:
+            return start
+        threshold = self._threshold()
+        first = int(start / FRAME_S)
+        last = min(len(self._energy), int(min(limit, start + ONSET_SEARCH_S) / FRAME_S))
+        for i in range(first, last):
+            if self._energy[i] >= threshold:
+                return max(start, i * FRAME_S)
+        return start
+
+    def _seam_near(self, earliest: float, latest: float, low: float, high: float) -> float | None:
+        """The frame seam nearest the middle of ``earliest``..``latest`` (inside ``low``..``high``):
+        a frame boundary where one synthesis most likely ended and the next began."""
+        middle = (earliest + latest) / 2
+        inside = [x for x in self._seams if max(earliest, low) <= x <= min(latest, high)]
+        return min(inside, key=lambda x: abs(x - middle)) if inside else None
+
+    def _pause_near(self, earliest: float, latest: float, low: float, high: float) -> float | None:
+        """The middle of the longest pause between ``earliest`` and ``latest`` (and inside
+        ``low``..``high``), where a synthesis most likely ended; None if there is none, or if
+        the audio of that stretch has not all arrived (a longer pause may still come)."""
+        latest = min(latest, high)
+        if latest > len(self._energy) * FRAME_S:
+            return None
+        threshold = self._threshold()
+        first = max(int(max(low, earliest) / FRAME_S), 0)
+        last = int(latest / FRAME_S)
+        best: tuple[int, int] | None = None
+        run = 0
+        for i in range(first, last):
+            run = run + 1 if self._energy[i] < threshold else 0
+            if run * FRAME_S >= MIN_PAUSE_S and (best is None or run > best[1]):
+                best = (i, run)
+        if best is None:
+            return None
+        end, length = best
+        # A pause still going at the window's edge is measured to where it ends.
+        while end + 1 < len(self._energy) and self._energy[end + 1] < threshold:
+            end += 1
+            length += 1
+        return (end + 1) * FRAME_S - length * FRAME_S / 2
+
+    def _offset(self, end: float, start: float) -> float:
+        """The end of the last sound before ``end`` (not before ``start``), if the audio is in."""
+        if end > len(self._energy) * FRAME_S or not self._energy:
+            return end
+        threshold = self._threshold()
+        for i in range(int(end / FRAME_S) - 1, int(start / FRAME_S), -1):
+            if self._energy[i] >= threshold:
+                return min(end, (i + 1) * FRAME_S)
+        return end
+
+    # ------------------------------------------------------------------ the estimate
+
+    def _weight(self, first: int, stop: int) -> float:
+        """Syllables and inner pauses of words ``first`` to ``stop`` (the last one's pause is
+        the synthesis's end, not speech)."""
+        if stop <= first:
+            return 0.0
+        return self._cum[stop] - self._cum[first] - self._words[stop - 1].pause
+
+    def _rate(self, upto: int) -> float:
+        """Seconds per syllable: the prior, moved by the speech of every synthesis before unit
+        ``upto`` whose start and end were both marked (each is measured once)."""
+        units = self._units
+        while self._measured + 1 < min(upto, len(units)):
+            unit, following = units[self._measured], units[self._measured + 1]
+            a, b = unit.exact, following.exact
+            weight = self._weight(unit.first, following.first)
+            if a is not None and b is not None and weight > 0 and b > unit.onset:
+                self._spent += self._offset(b, unit.onset) - unit.onset
+                self._spent_weight += weight
+            self._measured += 1
+        return (self._spent + PRIOR_SECONDS_PER_SYLLABLE * PRIOR_WEIGHT) / (
+            self._spent_weight + PRIOR_WEIGHT
+        )
+
+    def _layout(self, first: int) -> tuple[dict[int, float], list[float], list[bool]]:
+        """The estimated start in the audio of each word of the units from ``first`` on, where
+        those units start (and, last, where the last one laid out ends), and whether each start
+        is settled (marked, or found in audio that has all arrived). Units wholly beyond the audio
+        received are left out unless the turn is finished: none of their words can be due."""
+        units = self._units
+        total = len(self._words)
+        stops = [u.first for u in units[1:]] + [total]
+        marks: list[float | None] = [u.exact for u in units]
+        marks.append(self._received if self._finished else None)
+        rate = self._rate(first)
+        following: list[int | None] = [None] * len(marks)
+        nearest: int | None = None
+        for j in range(len(marks) - 1, first, -1):
+            following[j - 1] = nearest = j if marks[j] is not None else nearest
+        starts: list[float] = []
+        settled: list[bool] = []
+        margins: list[float] = []
+        last = first
+        for k in range(first, len(units)):
+            unit = units[k]
+            mark = marks[k]
+            margin = 0.0
+            if mark is None and unit.upper is not None and unit.upper <= unit.lower:
+                # Bounded on both sides to one point: as good as marked.
+                mark = unit.lower
+            if mark is not None:
+                start, is_settled = mark, True
+            else:
+                before = units[k - 1]
+                spoken = self._weight(before.first, stops[k - 1])
+                # The previous synthesis's speech, and the pause that ends it.
+                start = before.onset + rate * (spoken + self._words[stops[k - 1] - 1].pause)
+                nxt = following[k]
+                end = marks[nxt] if nxt is not None else None
+                if nxt is not None and end is not None:
+                    # Between two marks a boundary shares the marked span by weight.
+                    span = self._weight(before.first, stops[nxt - 1])
+                    if span > 0:
+                        start = before.onset + (end - before.onset) * spoken / span
+                low = max(unit.lower, before.start)
+                high = unit.upper if unit.upper is not None else self._received
+                reach = rate * spoken * SNAP_SHARE
+                seam = self._seam_near(start - reach / 2, start + reach, low, high)
+                pause = (
+                    None if seam else self._pause_near(start - reach / 2, start + reach, low, high)
+                )
+                is_settled = bool(seam or pause) or start + reach <= self._received
+                margin = SEAM_MARGIN_S if seam else ESTIMATED_START_MARGIN_S
+                start = seam or pause or start
+                if unit.upper is not None:
+                    start = min(start, unit.upper)
+                start = max(start, low)
+            unit.start = start
+            unit.onset = self._onset(start, start + ONSET_SEARCH_S)
+            starts.append(start)
+            settled.append(is_settled)
+            margins.append(margin)
+            last = k
+            if not self._finished and start > self._received:
+                break
+        if last + 1 < len(units):
+            end_of_laid = units[last + 1].start if marks[last + 1] is None else marks[last + 1]
+            end_of_laid = max(end_of_laid or 0.0, starts[-1])
+        elif marks[-1] is not None:
+            end_of_laid = marks[-1]
+        else:
+            predicted = units[last].onset + rate * self._weight(units[last].first, total)
+            # Audio beyond the prediction, with no later text, is still this synthesis's.
+            end_of_laid = max(predicted, self._received if not self._partial else predicted)
+        bounds = [*starts, max(end_of_laid, starts[-1])]
+        positions: dict[int, float] = {}
+        for n, k in enumerate(range(first, last + 1)):
+            unit = units[k]
+            onset, end = unit.onset, bounds[n + 1]
+            if margins[n]:
+                # Recording a word a beat late is cheaper than recording an unplayed sentence.
+                onset = min(max(onset, starts[n] + margins[n]), max(onset, end - 0.05))
+            if end <= self._received:
+                offset = self._offset(end, onset)
+            else:
+                offset = max(onset, end - rate * self._words[stops[k] - 1].pause)
+            weight = self._weight(unit.first, stops[k])
+            for i in range(unit.first, stops[k]):
+                share = (self._cum[i] - self._cum[unit.first]) / weight if weight > 0 else 0.0
+                positions[i] = onset + max(0.0, offset - onset) * min(1.0, share)
+        return positions, bounds, settled
+
+    def _due(self) -> list[TimedWord]:
+        if self._released >= len(self._words) or (not self._chunks and not self._finished):
+            return []
+        first = bisect.bisect_right(self._firsts, self._released) - 1
+        positions, starts, settled = self._layout(first)
+        out: list[TimedWord] = []
+        for i in range(self._released, len(self._words)):
+            if i not in positions:
+                break
+            n = bisect.bisect_right(self._firsts, i) - 1 - first
+            if not (self._finished or settled[n]) and i == self._units[first + n].first:
+                # Where this synthesis starts is still only a guess that more audio will
+                # improve; its words wait for it.
+                break
+            # All of a synthesis's audio is in once the audio reaches its (estimated) end.
+            complete = self._finished or (
+                n + 1 < len(settled) and settled[n + 1] and starts[n + 1] <= self._received
+            )
+            if not (complete or positions[i] + GUARD_S <= self._received):
+                break
+            # A released time is final, so a later, better estimate may not put a word before
+            # one already released.
+            self._last_seconds = max(self._timeline(positions[i]), self._last_seconds)
+            out.append(TimedWord(self._words[i].text, self._last_seconds))
+        self._released += len(out)
+        return out
+
+    def _timeline(self, position: float) -> float:
+        """Where ``position`` in the audio falls on the playback timeline."""
+        if not self._chunks:
+            return position
+        chunk = self._chunks[max(0, bisect.bisect_right(self._chunk_starts, position) - 1)]
+        return chunk.timeline + (position - chunk.content)

@@ -1,0 +1,217 @@
+"""The word clock on its own: synthetic speech whose word positions are known, fed as it would
+arrive, and the times the clock gives each word."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from pipecat_telnyx_tts.word_timing import (
+    ESTIMATED_START_MARGIN_S,
+    GUARD_S,
+    TimedWord,
+    WordClock,
+    pause_after,
+    syllables,
+)
+
+RATE = 16000
+
+
+def speech(
+    text: str, *, per_syllable: float = 0.25, lead: float = 0.0
+) -> tuple[bytes, list[float]]:
+    """A voiced burst per word, as long as its syllables, silence at punctuation; and the start
+    of every word."""
+    pieces = [np.zeros(round(lead * RATE), dtype=np.int16)]
+    starts: list[float] = []
+    t = lead
+    for word in text.split():
+        seconds = syllables(word) * per_syllable
+        n = round(seconds * RATE)
+        starts.append(t)
+        tone = 8000 * np.sin(2 * np.pi * 150 * np.arange(n) / RATE)
+        pieces.append(tone.astype(np.int16))
+        t += n / RATE
+        pause = round(pause_after(word) * per_syllable * RATE)
+        pieces.append(np.zeros(pause, dtype=np.int16))
+        t += pause / RATE
+    return np.concatenate(pieces).astype("<i2").tobytes(), starts
+
+
+def feed(clock: WordClock, pcm: bytes, *, at: float = 0.0, chunk_s: float = 0.1, pace: float = 2.4):
+    """Audio in chunks, arriving ``pace`` times faster than it plays, from ``at``."""
+    out: list[TimedWord] = []
+    step = round(RATE * chunk_s) * 2
+    for i in range(0, len(pcm), step):
+        out += clock.audio(pcm[i : i + step], at + i / 2 / RATE / pace)
+    return out
+
+
+def test_a_marked_synthesis_times_its_words_from_its_own_audio():
+    one, starts_one = speech("Sure, I can help with that today.", lead=0.15)
+    two, starts_two = speech("The total is forty dollars.", per_syllable=0.27, lead=0.1)
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure, I can help with that today. ", flush=True)
+    words += clock.text_sent("The total is forty dollars. ", flush=True)
+    words += clock.announced("Sure, I can help with that today.", carries_audio=True)
+    words += feed(clock, one)
+    words += clock.announced("The total is forty dollars.", carries_audio=True)
+    words += feed(clock, two, at=1.0)
+    words += clock.finish()
+    assert [w.word for w in words] == [
+        "Sure,",
+        "I",
+        "can",
+        "help",
+        "with",
+        "that",
+        "today.",
+        "The",
+        "total",
+        "is",
+        "forty",
+        "dollars.",
+    ]
+    truth = starts_one + [len(one) / 2 / RATE + s for s in starts_two]
+    errors = [abs(w.seconds - t) for w, t in zip(words, truth, strict=True)]
+    # The second synthesis speaks slower than the first; its words are released while its
+    # audio still arrives, at the rate measured so far: off by less than a word.
+    assert max(errors[:7]) < 0.02
+    assert max(errors) < 0.45
+    # The second synthesis's first word starts at its sound, after the leading silence.
+    assert words[7].seconds == pytest.approx(truth[7], abs=0.02)
+
+
+def test_words_are_held_until_the_audio_covers_them():
+    pcm, starts = speech("One two three four five six seven eight nine ten.")
+    clock = WordClock(RATE)
+    clock.text_sent("One two three four five six seven eight nine ten.", flush=True)
+    half = len(pcm) // 4 * 2
+    released = clock.audio(pcm[:half], 0.0)
+    heard_by = half / 2 / RATE
+    assert released, "words well inside the audio that arrived are released"
+    assert all(s + GUARD_S <= heard_by + 0.26 for s in starts[: len(released)])
+    assert len(released) < 10
+    rest = clock.audio(pcm[half:], 0.1) + clock.finish()
+    assert [w.word for w in released + rest] == [
+        "One",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten.",
+    ]
+
+
+def test_a_synthesis_that_arrives_late_is_timed_from_when_it_plays():
+    one, _ = speech("Hello there.")
+    two, starts_two = speech("How are you?")
+    clock = WordClock(RATE)
+    words = clock.text_sent("Hello there. ", flush=True)
+    words += feed(clock, one)
+    played_out = len(one) / 2 / RATE
+    # The LLM is slow: the next sentence is sent, and its audio arrives, 2 s after the first
+    # finished playing; the transport was silent meanwhile.
+    words += clock.text_sent("How are you? ", flush=True)
+    words += clock.announced("How are you?", carries_audio=False)
+    words += feed(clock, two, at=played_out + 2.0)
+    words += clock.finish()
+    assert words[2].word == "How"
+    assert words[2].seconds == pytest.approx(played_out + 2.0 + starts_two[0], abs=0.05)
+
+
+def test_a_final_frame_marks_where_the_next_synthesis_starts():
+    one, _ = speech("First sentence here.")
+    two, _ = speech("Then the second one.")
+    clock = WordClock(RATE)
+    words = clock.text_sent("First sentence here. ", flush=True)
+    words += clock.text_sent("Then the second one. ", flush=True)
+    words += clock.announced("First sentence here.", carries_audio=False)
+    words += feed(clock, one)
+    words += clock.synthesis_final()
+    words += feed(clock, two, at=0.5)
+    words += clock.finish()
+    assert words[3].word == "Then"
+    assert words[3].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_unmarked_sentence_is_never_timed_before_it_starts(seed: int):
+    # Streamed PCM under the observed reading: nothing on the wire says where one synthesis
+    # ends; the text-bearing frame lands anywhere among its synthesis's audio.
+    rng = random.Random(seed)
+    texts = [
+        "Sure, I can help with that.",
+        "Your order ships on Monday, and it should arrive by Thursday.",
+        "Is there anything else?",
+    ]
+    rates = [rng.uniform(0.2, 0.3) for _ in texts]
+    clips = [speech(t, per_syllable=r) for t, r in zip(texts, rates, strict=True)]
+    clock = WordClock(RATE)
+    words: list[TimedWord] = []
+    for text in texts:
+        words += clock.text_sent(text + " ", flush=True)
+    sentence_starts = []
+    offset = 0.0
+    for text, (pcm, _) in zip(texts, clips, strict=True):
+        sentence_starts.append(offset)
+        # Between two of its frames: the text-bearing frame never splits one.
+        step = round(RATE * 0.1) * 2
+        cut = rng.randrange(0, len(pcm) // step + 1) * step
+        words += feed(clock, pcm[:cut], at=offset / 2.4)
+        words += clock.announced(text, carries_audio=False)
+        words += feed(clock, pcm[cut:], at=(offset + cut / 2 / RATE) / 2.4)
+        offset += len(pcm) / 2 / RATE
+    words += clock.finish()
+    assert [w.word for w in words] == " ".join(texts).split()
+    firsts = [0, len(texts[0].split()), len(texts[0].split()) + len(texts[1].split())]
+    for index, start in zip(firsts, sentence_starts, strict=True):
+        assert words[index].seconds >= start - 0.01
+    times = [w.seconds for w in words]
+    assert times == sorted(times)
+
+
+def test_every_word_is_released_once_in_order_whatever_arrives():
+    rng = random.Random(7)
+    for _ in range(30):
+        clock = WordClock(RATE)
+        sent: list[str] = []
+        words: list[TimedWord] = []
+        text = "Well, that depends. It could take 3 to 5 days: maybe more, maybe less. Ok."
+        cuts = sorted(rng.sample(range(1, len(text)), 15))
+        tokens = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        t = 0.0
+        for token in tokens:
+            # The service flushes at sentence ends, after whitespace.
+            words += clock.text_sent(token, flush=token[-1].isspace() and rng.random() < 0.5)
+            sent.append(token)
+            if rng.random() < 0.5:
+                words += clock.audio(b"\x10\x00" * rng.randint(1, 3000), t)
+                t += 0.05
+            if rng.random() < 0.1:
+                words += clock.announced(token, carries_audio=rng.random() < 0.5)
+            if rng.random() < 0.05:
+                words += clock.synthesis_final()
+        words += clock.finish()
+        assert [w.word for w in words] == "".join(sent).split()
+        assert [w.seconds for w in words] == sorted(w.seconds for w in words)
+        assert clock.pending == 0
+
+
+def test_estimated_start_margin_is_small_next_to_a_word():
+    assert 0 < ESTIMATED_START_MARGIN_S <= 0.3
+
+
+def test_syllables_and_pauses():
+    assert syllables("cat") == 1
+    assert syllables("conversation") == 4
+    assert syllables("2026") > syllables("7")
+    assert syllables("\u4f60\u597d") == 2
+    assert pause_after("end.") > pause_after("well,") > pause_after("word") == 0
