@@ -143,7 +143,8 @@ class _FirstTextClock(FrameProcessor):
 
 
 class _AudioSink(FrameProcessor):
-    """Collects what leaves the TTS: the audio, when the first of it came, and its sentences."""
+    """Collects what leaves the TTS: the audio, when the first of it came, and its sentences
+    (put together from the words the service pushes as they are heard)."""
 
     def __init__(self, on_sentence: Callable[[int, str], None]) -> None:
         super().__init__(name="audio-sink")
@@ -151,6 +152,7 @@ class _AudioSink(FrameProcessor):
         self.sample_rate: int | None = None
         self.first_audio_at: float | None = None
         self.sentences: list[str] = []
+        self._words: list[str] = []
         self._on_sentence = on_sentence
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -161,9 +163,20 @@ class _AudioSink(FrameProcessor):
             self.sample_rate = frame.sample_rate
             self.pcm.extend(frame.audio)
         elif isinstance(frame, TTSTextFrame) and frame.text.strip():
-            self.sentences.append(frame.text.strip())
-            self._on_sentence(len(self.sentences), frame.text.strip())
+            self._words.append(frame.text.strip())
+            if _SENTENCE_END.search(self._words[-1]):
+                self.finish_sentence()
         await self.push_frame(frame, direction)
+
+    def finish_sentence(self) -> None:
+        """Report the words heard since the last sentence, if any."""
+        if self._words:
+            self.sentences.append(" ".join(self._words))
+            self._words = []
+            self._on_sentence(len(self.sentences), self.sentences[-1])
+
+
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d\u2019]*$")
 
 
 def reply_tokens(text: str) -> list[str]:
@@ -285,6 +298,7 @@ async def speak(
             wav.writeframes(bytes(sink.pcm))
     except OSError as e:
         raise SpeakError(f"cannot write {out}: {e.strerror or e}") from None
+    sink.finish_sentence()
     first_ms = None
     if sink.first_audio_at is not None and clock.first_text_at is not None:
         first_ms = (sink.first_audio_at - clock.first_text_at) * 1000

@@ -48,6 +48,7 @@ from pipecat_telnyx_tts.protocol import (
     ErrorMessage,
     ProtocolError,
     ServerMessage,
+    TextMessage,
 )
 from pipecat_telnyx_tts.request import (
     DECODABLE_FORMATS,
@@ -62,8 +63,19 @@ from pipecat_telnyx_tts.request import (
 from pipecat_telnyx_tts.socket_state import PERMANENT_UPGRADE_STATUSES, Backoff
 from pipecat_telnyx_tts.spares import SparePool, SpareTiming
 from pipecat_telnyx_tts.ssml import phoneme
-from pipecat_telnyx_tts.turn import Audio, Event, Failed, Finished, FirstAudioLatency, Phase, Turn
+from pipecat_telnyx_tts.turn import (
+    Announced,
+    Audio,
+    Event,
+    Failed,
+    Finished,
+    FirstAudioLatency,
+    Phase,
+    SynthesisFinal,
+    Turn,
+)
 from pipecat_telnyx_tts.voice_list import VoiceList, VoiceListUnavailable, fetch_voice_list
+from pipecat_telnyx_tts.word_timing import TimedWord, WordClock
 
 # websockets logs request headers (the API key among them) at DEBUG; this logger never does.
 _WS_LOGGER = logging.getLogger("pipecat_telnyx_tts.websockets")
@@ -134,6 +146,7 @@ class TelnyxTTSService(TTSService):
         audio_format: str | None = None,
         settings: TelnyxTTSSettings | None = None,
         flush_first_clause: bool = False,
+        word_timestamps: bool = True,
         **kwargs: Any,
     ) -> None:
         """Create the service.
@@ -150,6 +163,11 @@ class TelnyxTTSService(TTSService):
                 audio starts sooner; later text is flushed at sentence ends as before. Works in
                 both aggregation modes. Off by default: the first sentence is then synthesized
                 in two parts, which some voices phrase audibly (see ``benchmarks/first_clause.py``).
+            word_timestamps: Push each word as a ``TTSTextFrame`` when it is heard, timed from
+                the audio (Telnyx reports no word times), so that after a barge-in the assistant
+                context holds what the caller heard. False pushes each sentence's text ahead of
+                its audio instead, pipecat's behaviour for services without word times, which
+                records sentences that never played.
             **kwargs: Passed on to pipecat's ``TTSService`` (``text_aggregation_mode``, ...).
         """
         key = api_key or os.environ.get("TELNYX_API_KEY")
@@ -180,7 +198,7 @@ class TelnyxTTSService(TTSService):
         choose_format(check_voice(defaults.voice).family, 24000, audio_format)
         _check_text_options(defaults)
         kwargs.setdefault("push_start_frame", True)
-        kwargs.setdefault("push_text_frames", True)
+        kwargs.setdefault("push_text_frames", not word_timestamps)
         kwargs.setdefault("push_stop_frames", False)
         # Every turn is ended by the server's signal or by this service's own watchdogs, so
         # pipecat's idle timeout (3 s by default) must not end one first: slow first audio is
@@ -199,6 +217,9 @@ class TelnyxTTSService(TTSService):
         self._audio_format = audio_format
         self._lanes: dict[str, Lane] = {}
         """Turn sockets by context id."""
+        self._word_timestamps = word_timestamps
+        self._clocks: dict[str, WordClock] = {}
+        """Word timing of each turn still speaking, by context id."""
         self._pool = SparePool(self._open_lane, self._retire, self.SPARE_TIMING)
         self._backoff = Backoff()
         self._outage = False
@@ -434,7 +455,7 @@ class TelnyxTTSService(TTSService):
             yield None
             return
         await self.start_tts_usage_metrics(text)
-        await self._send(lane, lane.turn.text(text))
+        await self._send_turn(lane, lane.turn.text(text))
         # The replacement spare's handshake is started only now, so it never competes with the
         # turn's first send.
         self._ensure_spare()
@@ -446,7 +467,7 @@ class TelnyxTTSService(TTSService):
             return
         lane = self._lanes.get(context_id)
         if lane and lane.turn:
-            await self._send(lane, lane.turn.end())
+            await self._send_turn(lane, lane.turn.end())
             return
         # No socket will end this turn (it failed, or the service could not connect), so its
         # audio context is ended here rather than left to pipecat's idle timeout.
@@ -472,6 +493,7 @@ class TelnyxTTSService(TTSService):
 
     async def _abandon(self, context_id: str) -> None:
         self._failed_turns.pop(context_id, None)
+        self._clocks.pop(context_id, None)
         lane = self._lanes.pop(context_id, None)
         if lane is None or lane.turn is None:
             return
@@ -496,6 +518,15 @@ class TelnyxTTSService(TTSService):
         )
         self._lanes[context_id] = lane
         return lane
+
+    async def _send_turn(self, lane: Lane, messages: list[ClientMessage]) -> None:
+        """Send a turn's messages, telling its word clock what text went out."""
+        clock = self._clock(lane)
+        if clock is not None:
+            for message in messages:
+                if isinstance(message, TextMessage):
+                    await self._add_words(lane, clock.text_sent(message.text, flush=message.flush))
+        await self._send(lane, messages)
 
     async def _send(self, lane: Lane, messages: list[ClientMessage]) -> None:
         try:
@@ -697,6 +728,16 @@ class TelnyxTTSService(TTSService):
             match event:
                 case Audio(data=data):
                     await self._deliver(lane, data)
+                case Announced(text=text, carries_audio=carries_audio):
+                    clock = self._clock(lane)
+                    if clock is not None:
+                        await self._add_words(
+                            lane, clock.announced(text, carries_audio=carries_audio)
+                        )
+                case SynthesisFinal():
+                    clock = self._clock(lane)
+                    if clock is not None:
+                        await self._add_words(lane, clock.synthesis_final())
                 case FirstAudioLatency(milliseconds=ms, cached=cached):
                     logger.debug(f"{self}: Telnyx timeToFirstAudioFrameMs={ms} cached={cached}")
                 case Finished():
@@ -707,6 +748,8 @@ class TelnyxTTSService(TTSService):
     async def _fail(self, lane: Lane, reason: str) -> None:
         assert lane.turn is not None and lane.context_id is not None
         self._failed_turns[lane.context_id] = []
+        # Words whose audio never came are not timed: they were not heard.
+        self._clocks.pop(lane.context_id, None)
         # While the LLM may still send text, the context stays open so that text cannot open a
         # second one; flush_audio ends it with the turn.
         await self._finish(lane, end_context=lane.turn.end_sent)
@@ -720,8 +763,8 @@ class TelnyxTTSService(TTSService):
             await self._handle_events(lane, lane.turn.fail(f"Telnyx audio cannot be decoded: {e}"))
             return
         if pcm:
-            frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=lane.context_id)
-            await self.append_to_audio_context(lane.context_id, frame)
+            # A frame opening with an ID3 tag starts an MP3 file, and every synthesis starts one.
+            await self._append_audio(lane, pcm, new_file=data[:3] == b"ID3")
 
     async def _finish(self, lane: Lane, *, end_context: bool) -> None:
         """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
@@ -738,10 +781,37 @@ class TelnyxTTSService(TTSService):
                 self._failed_turns[context_id] = []
                 await self.push_error(f"Telnyx audio cannot be decoded: {e}")
         if tail:
-            frame = TTSAudioRawFrame(tail, self.sample_rate, 1, context_id=context_id)
-            await self.append_to_audio_context(context_id, frame)
+            await self._append_audio(lane, tail)
+        clock = self._clocks.pop(context_id, None)
+        if clock is not None and end_context:
+            # The turn played out: its remaining words are timed on its complete audio.
+            await self._add_words(lane, clock.finish())
         if end_context:
             await self._end_context(context_id)
+
+    async def _append_audio(self, lane: Lane, pcm: bytes, *, new_file: bool = False) -> None:
+        context_id = lane.context_id
+        assert context_id is not None
+        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=context_id)
+        await self.append_to_audio_context(context_id, frame)
+        clock = self._clock(lane)
+        if clock is not None:
+            await self._add_words(lane, clock.audio(pcm, time.monotonic(), new_file=new_file))
+
+    def _clock(self, lane: Lane) -> WordClock | None:
+        """The turn's word clock; None when word timestamps are off."""
+        if not self._word_timestamps or lane.context_id is None:
+            return None
+        clock = self._clocks.get(lane.context_id)
+        if clock is None:
+            clock = self._clocks[lane.context_id] = WordClock(self.sample_rate)
+        return clock
+
+    async def _add_words(self, lane: Lane, words: list[TimedWord]) -> None:
+        if words and lane.context_id is not None:
+            await self.add_word_timestamps(
+                [(w.word, w.seconds) for w in words], context_id=lane.context_id
+            )
 
     async def _end_context(self, context_id: str) -> None:
         if self.audio_context_available(context_id):

@@ -92,6 +92,24 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Announced:
+    """A text-bearing frame: the server names the text of a synthesis it is sending.
+
+    ``carries_audio`` says the frame holds the synthesis's first audio (concatenated providers),
+    which marks exactly where that synthesis starts; a streamed provider's ``audio: null`` frame
+    lies somewhere among the synthesis's own audio frames.
+    """
+
+    text: str
+    carries_audio: bool
+
+
+@dataclass(frozen=True)
+class SynthesisFinal:
+    """A final frame: the synthesis announced last has sent all its audio."""
+
+
+@dataclass(frozen=True)
 class FirstAudioLatency:
     """The server's own ``timeToFirstAudioFrameMs`` for a synthesis."""
 
@@ -99,7 +117,7 @@ class FirstAudioLatency:
     cached: bool
 
 
-Event = Audio | Finished | Failed | FirstAudioLatency
+Event = Audio | Announced | SynthesisFinal | Finished | Failed | FirstAudioLatency
 
 
 class Turn:
@@ -224,6 +242,7 @@ class Turn:
                 events: list[Event] = []
                 if text:
                     self._echoed_chars += _letters(text)
+                    events.append(Announced(text, carries_audio=bool(audio)))
                 if ttfa is not None:
                     events.append(FirstAudioLatency(ttfa, cached))
                 if audio:
@@ -232,6 +251,7 @@ class Turn:
                 return events
             case FinalMessage(audio=audio):
                 events = [Audio(audio)] if audio else []
+                events.append(SynthesisFinal())
                 if self._end_sent:
                     self.final_after_end = True
                 return events

@@ -344,8 +344,10 @@ async def test_audio_that_never_comes_is_named_in_an_error(monkeypatch):
 async def test_a_send_that_stalls_aborts_the_socket_and_fails_the_turn(monkeypatch):
     monkeypatch.setattr(TelnyxTTSService, "SEND_TIMEOUT_S", 0.5)
     async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
-        # Tokens go straight to the socket (sentence aggregation would scan megabytes first).
-        tts = make_tts(emu, text_aggregation_mode=TextAggregationMode.TOKEN)
+        # Tokens go straight to the socket (sentence aggregation would scan megabytes first),
+        # and without word timestamps: pipecat's word tracker diffs each sentence's text
+        # quadratically, and this one sentence is 200 KB.
+        tts = make_tts(emu, text_aggregation_mode=TextAggregationMode.TOKEN, word_timestamps=False)
 
         def server_stops_reading() -> None:
             # Small socket buffers both ends, so that a few hundred kilobytes fill the path.

@@ -11,7 +11,16 @@ from pipecat_telnyx_tts.protocol import (
     TextMessage,
 )
 from pipecat_telnyx_tts.request import build_request, check_voice, choose_format, ignored_speed
-from pipecat_telnyx_tts.turn import Audio, Failed, Finished, FirstAudioLatency, Phase, Turn
+from pipecat_telnyx_tts.turn import (
+    Announced,
+    Audio,
+    Failed,
+    Finished,
+    FirstAudioLatency,
+    Phase,
+    SynthesisFinal,
+    Turn,
+)
 from pipecat_telnyx_tts.voices import family_of
 
 
@@ -84,11 +93,11 @@ def test_a_final_before_end_of_sequence_does_not_end_the_turn():
     # Documented reading: a final frame after each synthesis.
     turn = Turn(token_mode=False)
     turn.text("One.")
-    assert turn.on_message(FinalMessage()) == []
+    assert turn.on_message(FinalMessage()) == [SynthesisFinal()]
     assert turn.phase is Phase.SPEAKING
     turn.text("Two.")
     turn.end()
-    assert turn.on_message(FinalMessage()) == []
+    assert turn.on_message(FinalMessage()) == [SynthesisFinal()]
     assert turn.final_after_end
     # More audio after that final means it closed a sentence, not the turn.
     assert turn.on_message(AudioMessage(b"x")) == [Audio(b"x")]
@@ -192,6 +201,17 @@ def test_interrupt_sends_force_only_when_text_went_out():
     assert busy.interrupt() == [ForceMessage()]
     assert busy.on_message(AudioMessage(b"stale")) == []
     assert busy.interrupt() == []
+
+
+def test_text_bearing_frames_are_announced_before_their_audio():
+    # A concatenated provider's frame carries the synthesis's first audio: it marks the start.
+    turn = Turn(token_mode=False)
+    turn.text("Hi there.")
+    assert turn.on_message(AudioMessage(b"a", "Hi there.")) == [
+        Announced("Hi there.", carries_audio=True),
+        Audio(b"a"),
+    ]
+    assert turn.on_message(AudioMessage(None, "Again.")) == [Announced("Again.", False)]
 
 
 def test_first_audio_latency_is_reported():
