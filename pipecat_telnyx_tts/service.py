@@ -27,6 +27,9 @@ from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     StartFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
@@ -227,6 +230,9 @@ class TelnyxTTSService(TTSService):
         self._refused = False
         """Telnyx refused the key or settings (400/401/403); only new settings can help."""
         self._stopping = False
+        self._in_reply = False
+        self._leftover_reply = False
+        """An interruption ended an LLM reply whose last frames may still be queued here."""
         self._maintenance_task: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
         self._failed_turns: dict[str, list[str]] = {}
@@ -437,6 +443,24 @@ class TelnyxTTSService(TTSService):
         del self._lanes[context_id]
         self._pool.give_back(lane)
         self._ensure_spare()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Drop text of an interrupted reply that reaches the service after the interruption.
+
+        The interruption is a system frame and overtakes text still queued at this processor;
+        such text would open a new turn after the barge-in (token mode) or wait in the sentence
+        aggregator and be spoken at the start of the next reply (sentence mode).
+        """
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._in_reply, self._leftover_reply = True, False
+        elif isinstance(frame, InterruptionFrame):
+            self._leftover_reply, self._in_reply = self._in_reply, False
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            self._in_reply = self._leftover_reply = False
+        elif isinstance(frame, LLMTextFrame) and self._leftover_reply:
+            logger.debug(f"{self}: not spoken, from the interrupted reply: [{frame.text}]")
+            return
+        await super().process_frame(frame, direction)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send the text on the turn's socket; the audio arrives on that socket's receive task."""

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import pytest
 from pipecat.frames.frames import (
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     TTSTextFrame,
 )
 from pipecat.services.tts_service import TextAggregationMode
-from service_helpers import errors, llm_turn, make_tts, run
+from service_helpers import Push, Until, errors, gated, llm_turn, make_tts, run, wire_texts
+from test_fault_support import captured_logs
 
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 
@@ -60,3 +65,32 @@ async def test_sentence_frames_remain_available_when_asked_for():
         "Your order ships on Monday, and it arrives by Thursday.",
         "Ok.",
     ]
+
+
+@pytest.mark.parametrize("mode", [TextAggregationMode.SENTENCE, TextAggregationMode.TOKEN])
+async def test_text_of_an_interrupted_reply_that_arrives_after_the_interruption_is_not_spoken(
+    mode,
+):
+    # The interruption, a system frame, overtakes a token still queued at the service; the
+    # token then reaches it after the interruption, as here.
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, text_aggregation_mode=mode)
+        frames = [
+            LLMFullResponseStartFrame(),
+            LLMTextFrame("First reply here. "),
+            Until(lambda: any(c.syntheses for c in emu.connections)),
+            Push(InterruptionFrame()),
+            LLMTextFrame("Stale words "),
+            LLMTextFrame("from before. "),
+            LLMFullResponseEndFrame(),
+            *llm_turn("Fresh reply now."),
+        ]
+        with captured_logs() as logs:
+            down, _ = await run(gated(tts), frames)
+    sent = " ".join(
+        text for c in emu.connections for text, _ in wire_texts(emu.received_messages(c.index))
+    )
+    assert "Stale" not in sent and "before" not in sent
+    assert "Fresh reply now." in sent
+    assert "Stale" not in " ".join(f.text for f in text_frames(down))
+    assert any("Stale words" in line.message for line in logs), "dropped text is named"
