@@ -37,6 +37,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.tracing.service_decorators import traced_tts
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -223,6 +224,8 @@ class TelnyxTTSService(TTSService):
         self._word_timestamps = word_timestamps
         self._clocks: dict[str, WordClock] = {}
         """Word timing of each turn still speaking, by context id."""
+        self._requested_at: dict[str, float] = {}
+        """When each turn's first text went to synthesis, for its TTFB (see start_ttfb_metrics)."""
         self._pool = SparePool(self._open_lane, self._retire, self.SPARE_TIMING)
         self._backoff = Backoff()
         self._outage = False
@@ -230,6 +233,8 @@ class TelnyxTTSService(TTSService):
         self._refused = False
         """Telnyx refused the key or settings (400/401/403); only new settings can help."""
         self._stopping = False
+        self._connected = False
+        """Whether ``on_connected`` was the last connection event fired."""
         self._in_reply = False
         self._leftover_reply = False
         """An interruption ended an LLM reply whose last frames may still be queued here."""
@@ -249,6 +254,27 @@ class TelnyxTTSService(TTSService):
     def supports_processing_metrics(self) -> bool:
         """Audio arrives on a receive task, so ``run_tts`` timing would measure only a send."""
         return False
+
+    async def start_ttfb_metrics(self, *, start_time: float | None = None) -> None:
+        """Note when this turn's synthesis was asked for.
+
+        pipecat keeps one TTFB measurement per service and starts it when a turn's first text is
+        synthesized, so a turn that starts before the previous one's first audio would take that
+        audio's TTFB and lose its own. Each turn's start is kept, and put back when its own
+        first audio plays (:meth:`stop_ttfb_metrics`).
+        """
+        context_id = self._turn_context_id
+        if context_id is not None:
+            self._requested_at.setdefault(context_id, start_time or time.time())
+        await super().start_ttfb_metrics(start_time=start_time)
+
+    async def stop_ttfb_metrics(self, *, end_time: float | None = None) -> None:
+        """TTFB (and from it TTFA, leading silence included) of the turn whose audio starts."""
+        context_id = self._audio_context_manager.playing_context_id
+        started = self._requested_at.pop(context_id, None) if context_id else None
+        if started is not None:
+            await super().start_ttfb_metrics(start_time=started)
+        await super().stop_ttfb_metrics(end_time=end_time)
 
     @classmethod
     def format_pronunciation(cls, word: str, ipa: str) -> str | None:
@@ -321,6 +347,9 @@ class TelnyxTTSService(TTSService):
             await self.flush_audio(context_id)
 
     async def _shutdown(self) -> None:
+        if self._connected:
+            self._connected = False
+            await self._call_event_handler("on_disconnected")
         if self._maintenance_task:
             await self.cancel_task(self._maintenance_task)
             self._maintenance_task = None
@@ -462,6 +491,7 @@ class TelnyxTTSService(TTSService):
             return
         await super().process_frame(frame, direction)
 
+    @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send the text on the turn's socket; the audio arrives on that socket's receive task."""
         if context_id in self._failed_turns:
@@ -500,6 +530,11 @@ class TelnyxTTSService(TTSService):
             logger.warning(f"{self}: not spoken after the turn's error: [{unspoken}]")
         await self._end_context(context_id)
 
+    async def on_audio_context_completed(self, context_id: str) -> None:
+        """A turn finished playing; one that never had audio leaves its TTFB start here."""
+        await super().on_audio_context_completed(context_id)
+        self._requested_at.pop(context_id, None)
+
     async def on_audio_context_interrupted(self, context_id: str) -> None:
         """Barge-in: ``force`` on the turn's socket at once, then abandon the socket."""
         await super().on_audio_context_interrupted(context_id)
@@ -518,6 +553,7 @@ class TelnyxTTSService(TTSService):
     async def _abandon(self, context_id: str) -> None:
         self._failed_turns.pop(context_id, None)
         self._clocks.pop(context_id, None)
+        self._requested_at.pop(context_id, None)
         lane = self._lanes.pop(context_id, None)
         if lane is None or lane.turn is None:
             return
@@ -621,6 +657,10 @@ class TelnyxTTSService(TTSService):
     async def lane_ready(self, lane: Lane) -> None:
         """A handshake went through: an outage, if there was one, is over."""
         self._backoff.succeeded()
+        if not self._connected:
+            # Once per stretch of being reachable, not per socket: every turn has its own.
+            self._connected = True
+            await self._call_event_handler("on_connected")
         if self._outage:
             self._outage = False
             logger.info(f"{self}: Telnyx is reachable again")
@@ -667,6 +707,10 @@ class TelnyxTTSService(TTSService):
             and error.response.status_code in PERMANENT_UPGRADE_STATUSES
         )
         message = self._describe_connect_error(lane.request, error)
+        await self._call_event_handler("on_connection_error", message)
+        if self._connected:
+            self._connected = False
+            await self._call_event_handler("on_disconnected")
         if not permanent:
             delay = self._backoff.failed(now)
             first = not self._outage

@@ -4,17 +4,27 @@ pipecat conventions around a turn (connection events, TTFA, tracing)."""
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pipecat.frames.frames import (
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    MetricsFrame,
     TTSTextFrame,
 )
+from pipecat.metrics.metrics import TTFAMetricsData
+from pipecat.pipeline.task import PipelineParams
+from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.services.tts_service import TextAggregationMode
+from pipecat.tests.utils import run_test
 from service_helpers import Push, Until, errors, gated, llm_turn, make_tts, run, wire_texts
 from test_fault_support import captured_logs
 
+from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 
 REPLY = (
@@ -94,3 +104,100 @@ async def test_text_of_an_interrupted_reply_that_arrives_after_the_interruption_
     assert "Fresh reply now." in sent
     assert "Stale" not in " ".join(f.text for f in text_frames(down))
     assert any("Stale words" in line.message for line in logs), "dropped text is named"
+
+
+async def test_connection_events_follow_reachability():
+    seen: list[str] = []
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+
+        @tts.event_handler("on_connected")
+        async def _connected(_tts: TelnyxTTSService) -> None:
+            seen.append("connected")
+
+        @tts.event_handler("on_disconnected")
+        async def _disconnected(_tts: TelnyxTTSService) -> None:
+            seen.append("disconnected")
+
+        @tts.event_handler("on_connection_error")
+        async def _error(_tts: TelnyxTTSService, error: str) -> None:
+            seen.append(f"error: {error}")
+
+        await run(tts, [*llm_turn("One turn."), *llm_turn("Another turn.")])
+    # One connection event per stretch of reachability, not one per socket (a turn each).
+    assert seen == ["connected", "disconnected"]
+
+
+async def test_a_refused_connection_fires_the_error_and_disconnected_events():
+    seen: list[str] = []
+    faults = Faults.fast(refuse_status=503, refuse_count=2)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+
+        @tts.event_handler("on_connected")
+        async def _connected(_tts: TelnyxTTSService) -> None:
+            seen.append("connected")
+
+        @tts.event_handler("on_connection_error")
+        async def _error(_tts: TelnyxTTSService, error: str) -> None:
+            seen.append("error 503" if "503" in error else f"error {error}")
+
+        await run(tts, [Until(lambda: "connected" in seen), *llm_turn("After the outage.")])
+    assert seen[:3] == ["error 503", "error 503", "connected"]
+
+
+async def test_ttfa_is_reported_for_every_turn_from_its_own_start():
+    faults = Faults.fast(first_audio_delay=0.3)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        down, _ = await run_test(
+            tts,
+            frames_to_send=[*llm_turn("First turn."), *llm_turn("Second turn.")],
+            pipeline_params=PipelineParams(
+                audio_in_sample_rate=16000, audio_out_sample_rate=16000, enable_metrics=True
+            ),
+        )
+    ttfa = [
+        d
+        for f in down
+        if isinstance(f, MetricsFrame)
+        for d in f.data
+        if isinstance(d, TTFAMetricsData)
+    ]
+    assert len(ttfa) == 2
+    for d in ttfa:
+        # At least the emulator's injected delay, and not counted from the first turn's start.
+        assert 0.3 <= d.ttfa < 3.0
+        assert d.ttfa == pytest.approx(d.ttfb + d.leading_silence)
+
+
+class _Traced(TelnyxTTSService):
+    """The service with tracing on, as a pipeline task with ``enable_tracing=True`` sets it."""
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:
+        await super().setup(setup)
+        self._tracing_enabled = True
+
+
+async def test_each_turn_is_one_tts_span_with_its_text():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.skip("another test set the process's tracer provider first")
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = _Traced(
+            api_key="test-key",
+            url=emu.url,
+            settings=TelnyxTTSService.Settings(voice="Telnyx.NaturalHD.astra"),
+        )
+        await run(tts, [*llm_turn("One turn. ", "Two sentences."), *llm_turn("Next.")])
+    spans = sorted(
+        (s for s in exporter.get_finished_spans() if s.name == "tts"), key=lambda s: s.start_time
+    )
+    assert [str(s.attributes.get("text")).split() for s in spans] == [
+        ["One", "turn.", "Two", "sentences."],
+        ["Next."],
+    ]
+    assert all(s.attributes.get("voice_id") == "Telnyx.NaturalHD.astra" for s in spans)
