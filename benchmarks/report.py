@@ -16,6 +16,9 @@ OVERHEAD_P50_MS = 5.0
 FORCE_MS = 10.0
 MP3_CPU_MS = 5.0
 SESSIONS_PER_CORE = 100
+CONTEXT_DIFF_P50 = 1
+CONTEXT_DIFF_P95 = 3
+"""Words between what the assistant context records after a barge-in and what was heard."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,52 @@ def targets(results: dict[str, Any]) -> list[Target]:
                     measured >= SESSIONS_PER_CORE,
                 )
             )
+    context = results.get("context")
+    if context:
+        out += _context_targets(context)
     return out
+
+
+def _context_targets(context: dict[str, Any]) -> list[Target]:
+    """Targets of the word-timestamp behaviour; MISS while it did not run."""
+    row = next(
+        (r for r in context["summary"] if r["behaviour"] == "new" and r["dimension"] == "all"),
+        None,
+    )
+    clean = row is not None and not context["diagnostics"]["new"]["runs_with_errors"]
+    diff = row["abs_diff"] if row else {}
+    p50, p95 = diff.get("p50"), diff.get("p95")
+    unstarted = row["unstarted_pct"] if row else None
+    exact = row["exact_pct"] if row else None
+    name = "Context after a barge-in, word timestamps"
+    return [
+        Target(
+            f"{name}: |words recorded - words heard|, p50",
+            p50,
+            f"<= {CONTEXT_DIFF_P50}",
+            _le(p50, CONTEXT_DIFF_P50),
+        ),
+        Target(
+            f"{name}: |words recorded - words heard|, p95",
+            p95,
+            f"<= {CONTEXT_DIFF_P95}",
+            _le(p95, CONTEXT_DIFF_P95),
+        ),
+        Target(
+            f"{name}: barge-ins recording a sentence that had not started playing",
+            unstarted,
+            "0 %",
+            clean and unstarted == 0,
+            " %",
+        ),
+        Target(
+            f"{name}: uninterrupted replies recorded exactly, once",
+            exact,
+            "100 %",
+            clean and exact == 100,
+            " %",
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -248,6 +296,77 @@ def _cpu_md(cpu: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _words(p: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return " / ".join("n/a" if p[k] is None else f"{p[k]:g}" for k in keys)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g} %"
+
+
+def _context_md(context: dict[str, Any]) -> list[str]:
+    config = context["config"]
+    faults = config["faults"]
+    names = {"old": "old (sentence text frames)", "new": "new (word timestamps)"}
+    lines = [
+        "",
+        f"**Assistant context after a barge-in** ({config['runs_per_behaviour']} replies per "
+        f"behaviour, {config['concurrency']} pipelines at once, audio played in real time; "
+        f"signal {context['signal']}, ground truth: {context['ground_truth']}; emulator: first "
+        f"audio {1000 * faults['first_audio_delay']:g} ms, pace {faults['pace']}x, sentence "
+        f"pauses {faults['sentence_pause_ms']} ms, MP3 in {faults['mp3_files']} files; about one "
+        f"reply in {config['uninterrupted_every']} not interrupted; device buffer "
+        f"{config['device_buffer_ms']} ms; client event-loop lag p50 / p99 / max "
+        f"{_words(context['loop_lag_ms'], ('p50', 'p99', 'max'))} ms). Words recorded by the "
+        "LLMContext minus words heard, over the barge-ins; runs whose device sat silent over "
+        f"{context['starved_limit_ms']:g} ms with audio waiting (a late event loop) are left out "
+        "with their pair:",
+        "",
+        "| behaviour | runs | barge-ins | over p50 / p95 / max | under p50 / p95 / max "
+        "| abs diff p50 / p95 | recorded a sentence not yet playing | uninterrupted exact |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in context["summary"]:
+        label = (
+            names.get(row["behaviour"], row["behaviour"])
+            if row["dimension"] == "all"
+            else f"{row['behaviour']}, {row['dimension']} {row['value']}"
+        )
+        exact = (
+            f"{_share(row['exact_pct'])} of {row['uninterrupted']}" if row["uninterrupted"] else "-"
+        )
+        runs = f"{row['runs']}" + (f" (-{row['excluded']})" if row["excluded"] else "")
+        lines.append(
+            f"| {label} | {runs} | {row['barge_ins']} "
+            f"| {_words(row['over'], ('p50', 'p95', 'max'))} "
+            f"| {_words(row['under'], ('p50', 'p95', 'max'))} "
+            f"| {_words(row['abs_diff'], ('p50', 'p95'))} "
+            f"| {_share(row['unstarted_pct'])} | {exact} |"
+        )
+    lines.append("")
+    for behaviour, d in context["diagnostics"].items():
+        error, per_sentence = d["timeline_error_ms"], d["text_frames_per_sentence_complete"]
+        lines.append(
+            f"{names.get(behaviour, behaviour)}: barge-ins after the reply had ended "
+            f"{d['barge_ins_after_end']}; text frames reaching the context after the "
+            f"interruption {d['late_text_frames']}; barge-ins with LLM tokens processed by the "
+            f"TTS after the interruption {d['runs_with_tokens_after_interruption']} (the "
+            f"cancelled reply's end frame after it {d['end_frame_after_interruption']}); recorded "
+            f"text not a prefix of the reply {d['recorded_not_a_prefix']}; complete replies, "
+            f"text frames per sentence p50 {_words(per_sentence, ('p50',))}, played audio "
+            f"minus timeline p50 / max {_words(error, ('p50', 'max'))} ms; device silent with "
+            f"audio waiting (late writes) p95 / max "
+            f"{_words(d['device_starved_ms'], ('p95', 'max'))} ms; "
+            f"runs with errors {d['runs_with_errors']}; starved runs {d['runs_starved']}, left "
+            f"out with their pairs {d['excluded_with_their_pair']} (with them: abs diff p50 / p95 "
+            f"{_words(d['all_runs_abs_diff'], ('p50', 'p95'))}, recorded a sentence not yet "
+            f"playing {_share(d['all_runs_unstarted_pct'])})."
+        )
+    for behaviour, reason in context["skipped_behaviours"].items():
+        lines.append(f"Not run: {names.get(behaviour, behaviour)}: {reason}.")
+    return lines
+
+
 def markdown(results: dict[str, Any], goals: list[Target]) -> str:
     """The README section: the targets first, then the detail of each part."""
     meta = results["meta"]
@@ -265,6 +384,8 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
         lines += _bargein_md(results["bargein"])
     if "cpu" in results:
         lines += _cpu_md(results["cpu"])
+    if "context" in results:
+        lines += _context_md(results["context"])
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,9 @@
 
 From the repository root::
 
-    /work/venv/bin/python -m benchmarks.run            # full run, about 8 minutes
-    /work/venv/bin/python -m benchmarks.run --quick    # smoke-sized run, under a minute
+    /work/venv/bin/python -m benchmarks.run            # full run, about 14 minutes
+    /work/venv/bin/python -m benchmarks.run --quick    # smoke-sized run, under two minutes
+    /work/venv/bin/python -m benchmarks.run --only context   # one part
 
 Writes ``benchmarks/results/latest.{json,md,png}`` and prints the Markdown table. Exits 1 when a
 target is missed. Speed goals are judged here, on medians and ratios measured in one run, never
@@ -28,12 +29,16 @@ from loguru import logger
 
 from benchmarks import report
 from benchmarks.bargein import BargeInConfig, run_bargein
+from benchmarks.context import ContextConfig, run_context
 from benchmarks.cpu import CpuConfig, run_cpu
 from benchmarks.latency import LatencyConfig, run_latency
 from pipecat_telnyx_tts.emulator import Faults
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("latency", "bargein", "cpu")
+"""The parts of issue #5, which ``tests/test_benchmarks.py`` runs at the TINY size."""
+CHOICES = (*PARTS, "context")
+"""Every part ``--only`` takes; a run without ``--only`` runs them all."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Plan:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     bargein: BargeInConfig = field(default_factory=BargeInConfig)
     cpu: CpuConfig = field(default_factory=CpuConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
 
 
 FULL = Plan(latency=LatencyConfig(sessions=6, turns=6))
@@ -50,6 +56,7 @@ QUICK = Plan(
     latency=LatencyConfig(sessions=2, turns=2),
     bargein=BargeInConfig(barge_ins=20, block=10),
     cpu=CpuConfig(turns=3, repeats=2, sweep=(100,), sweep_cases=("pcm",), sweep_seconds=3),
+    context=ContextConfig(runs_per_behaviour=32, concurrency=16),
 )
 TINY = Plan(
     latency=LatencyConfig(
@@ -70,6 +77,7 @@ TINY = Plan(
         sweep_warmup=1.0,
         sweep_seconds=1.5,
     ),
+    context=ContextConfig(runs_per_behaviour=12, concurrency=12),
 )
 """For the smoke test: every code path, in seconds; its numbers mean nothing."""
 
@@ -88,6 +96,8 @@ async def run(plan: Plan, parts: tuple[str, ...], command: str) -> dict[str, Any
         results["bargein"] = await run_bargein(plan.bargein, progress)
     if "cpu" in parts:
         results["cpu"] = await run_cpu(plan.cpu, progress)
+    if "context" in parts:
+        results["context"] = await run_context(plan.context, progress)
     results["meta"] = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -105,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument(
-        "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
+        "--only", action="append", choices=CHOICES, help="run only this part (repeatable)"
     )
     ns = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     command = "python -m benchmarks.run" + (" --quick" if ns.quick else "")
-    results = asyncio.run(run(QUICK if ns.quick else FULL, tuple(ns.only or PARTS), command))
+    command += "".join(f" --only {part}" for part in ns.only or ())
+    results = asyncio.run(run(QUICK if ns.quick else FULL, tuple(ns.only or CHOICES), command))
     text, goals = report.write(results, ns.out)
     print()
     print(text)

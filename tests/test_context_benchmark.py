@@ -1,0 +1,151 @@
+"""The context benchmark (``benchmarks/context.py``): its timeline model, its plan, and the word-
+timestamp behaviour at a tiny size, asserting only what must hold at any speed. How close the
+record comes to what was heard is judged by ``benchmarks.run``, not here."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks.context import (
+    DIMENSIONS,
+    MP3_LEAD_SAMPLES,
+    ContextConfig,
+    decoded_layout,
+    mp3_decoded_samples,
+    plan_runs,
+    run_context,
+    timeline,
+    word_timestamps_supported,
+    words,
+)
+from benchmarks.run import TINY
+from pipecat_telnyx_tts.audio import AudioDecoder
+from pipecat_telnyx_tts.emulator.synth import encode_mp3
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100])
+def test_mp3_timeline_matches_the_encoder_and_the_decoder(rate: int) -> None:
+    # The heard position is counted in decoded audio; each MP3 file adds its lead-in and padding.
+    rng = np.random.default_rng(rate)
+    for samples in (1, 575, 576, 577, 1153, 4000, 33297):
+        pcm = (rng.standard_normal(samples) * 3000).astype(np.int16)
+        decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
+        out = decoder.feed(encode_mp3(pcm, rate)) + decoder.flush()
+        decoded = np.frombuffer(out, dtype=np.int16).astype(float)
+        assert len(decoded) == mp3_decoded_samples(samples, rate), samples
+        if samples >= 400:
+            probe = pcm[:400].astype(float)
+            window = decoded[: MP3_LEAD_SAMPLES + 800]
+            assert int(np.argmax(np.correlate(window, probe, "valid"))) == MP3_LEAD_SAMPLES
+
+
+def _synthesis(
+    text: str, spans: list[tuple[str, float, float]], seconds: float, mp3: bool
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        text=text,
+        chunks_sent=3,
+        audio_seconds=seconds,
+        sample_rate=16000,
+        mp3=mp3,
+        words=spans,
+        words_source="signal",
+    )
+
+
+def test_heard_counts_the_words_started_before_the_position() -> None:
+    def pair(mp3: bool) -> list[SimpleNamespace]:
+        spans = [("Sure,", 0.1, 0.4), ("the", 0.5, 0.6), ("order.", 0.7, 1.0)]
+        return [
+            _synthesis("Sure, the order.", spans, 1.2, mp3),
+            _synthesis("It ships.", [("It", 0.05, 0.2), ("ships.", 0.3, 0.8)], 1.0, mp3),
+        ]
+
+    tl = timeline(pair(False), rate=16000, mp3=False, pause_ms=200, mp3_files=1)
+    assert tl.words == ["sure", "the", "order", "it", "ships"]
+    positions = (0.0, 0.1, 0.11, 0.55, 1.2, 1.26, 2.19, 5.0)
+    assert [tl.heard(p) for p in positions] == [0, 0, 1, 2, 3, 4, 5, 5]
+    # MP3: the second synthesis starts after the first's decoded length, its words after the lead.
+    tl = timeline(pair(True), rate=16000, mp3=True, pause_ms=200, mp3_files=1)
+    first = mp3_decoded_samples(round(1.2 * 16000), 16000) / 16000
+    lead = MP3_LEAD_SAMPLES / 16000
+    assert tl.heard(lead + 0.099) == 0 and tl.heard(lead + 0.101) == 1
+    assert tl.heard(first + lead + 0.049) == 3 and tl.heard(first + lead + 0.051) == 4
+    # Two files: the second half of the PCM starts after the first file's decoded length.
+    pieces, seconds = decoded_layout(16000, 16000, mp3=True, mp3_files=2)
+    assert [p.pcm_start for p in pieces] == [0.0, 0.5]
+    assert pieces[1].decoded_start == (mp3_decoded_samples(8000, 16000) + MP3_LEAD_SAMPLES) / 16000
+    assert seconds == 2 * mp3_decoded_samples(8000, 16000) / 16000
+
+
+def test_tone_fallback_places_words_like_the_emulator() -> None:
+    # Without recorded word places (an older emulator), the tone signal's are computed.
+    old = SimpleNamespace(
+        text="Okay, I moved it. Thanks.", chunks_sent=1, audio_seconds=3.0, sample_rate=16000
+    )
+    tl = timeline([old], rate=16000, mp3=False, pause_ms=200, mp3_files=1)
+    assert tl.words == ["okay", "i", "moved", "it", "thanks"]
+    # "Okay, " is 6 characters at 14.5 a second; "Thanks." starts after the first sentence's
+    # 17 characters, its 0.15 s tail and the 200 ms pause.
+    assert tl.heard(6 / 14.5 - 0.001) == 1 and tl.heard(6 / 14.5 + 0.001) == 2
+    second = round((17 / 14.5 + 0.15) * 16000) / 16000 + 0.2
+    assert tl.heard(second - 0.001) == 4 and tl.heard(second + 0.001) == 5
+
+
+def test_plan_is_balanced_paired_unique_and_mostly_interrupted() -> None:
+    config = ContextConfig(runs_per_behaviour=64)
+    plans = plan_runs(config, ("old", "new"))
+    old, new = plans[0::2], plans[1::2]
+    assert [p.behaviour for p in old] == ["old"] * 64 and [p.behaviour for p in new] == ["new"] * 64
+    key = lambda p: (p.lifecycle, p.aggregation, p.audio, p.delivery, p.llm)  # noqa: E731
+    # Two full rounds: every combination twice per behaviour, and the arms share every draw.
+    assert set(Counter(key(p) for p in old).values()) == {2}
+    assert len(Counter(key(p) for p in old)) == len(list(itertools.product(*DIMENSIONS.values())))
+    for a, b in zip(old, new, strict=True):
+        assert (key(a), a.interrupted, a.fraction, a.token_s) == (
+            key(b),
+            b.interrupted,
+            b.fraction,
+            b.token_s,
+        )
+        assert len(words(a.text)) == len(words(b.text))
+    sentences = [s for p in plans for s in p.text.split(". ")]
+    assert len(sentences) == len(set(sentences))
+    assert len({p.tag for p in plans}) == len(plans)
+    assert sum(not p.interrupted for p in old) == 7
+    for p in old:
+        low, high = config.fast_token_ms if p.llm == "fast" else config.slow_token_ms
+        assert low / 1000 <= p.token_s <= high / 1000
+        assert 3 <= p.text.count(".") + p.text.count("?") <= 4
+
+
+async def test_word_timestamps_record_only_what_was_heard() -> None:
+    if not word_timestamps_supported():
+        pytest.skip("TelnyxTTSService has no word_timestamps keyword yet: no new behaviour to run")
+    config = replace(TINY.context, behaviours=("new",))
+    results = await run_context(config, progress=lambda _: None)
+
+    runs = results["runs"]
+    assert len(runs) == config.runs_per_behaviour
+    assert not results["errors"]
+    assert all(r["socket_found"] and r["ground_truth_aligned"] for r in runs)
+    # Whatever the speed: no sentence is recorded before its audio started playing. A run whose
+    # device sat silent while the event loop was late (a loaded machine) measured the machine,
+    # and the benchmark leaves it out; so does this test.
+    valid = [r for r in runs if r["valid"]]
+    if not valid:
+        pytest.skip("the machine was too loaded: every run's playback starved")
+    assert not [r for r in valid if r["unstarted_sentence_recorded"]]
+    complete = [r for r in runs if not r["interrupted"]]
+    assert complete
+    for r in complete:
+        # The whole reply, once, in order.
+        assert r["exact"], r["recorded_text"]
+        # Word-level text frames: a fallback to one frame per sentence fails here.
+        assert r["text_frames_at_device"] > r["sentences"]
