@@ -12,6 +12,7 @@ the spare, :mod:`~pipecat_telnyx_tts.spares`. This module is the pipecat glue ar
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -876,9 +877,14 @@ class TelnyxTTSService(TTSService):
         return clock
 
     async def _add_words(self, lane: Lane, words: list[TimedWord]) -> None:
-        if words and lane.context_id is not None:
+        if lane.context_id is None:
+            return
+        # One call per run of words that carry their own spacing or not (CJK characters do).
+        for spaced, run in itertools.groupby(words, key=lambda w: w.spaced):
             await self.add_word_timestamps(
-                [(w.word, w.seconds) for w in words], context_id=lane.context_id
+                [(w.word, w.seconds) for w in run],
+                context_id=lane.context_id,
+                includes_inter_frame_spaces=spaced,
             )
 
     async def _end_context(self, context_id: str) -> None:

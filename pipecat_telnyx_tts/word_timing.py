@@ -65,6 +65,9 @@ _VOWELS = re.compile(r"[aeiouyàâäéèêëîïôöùûü]+")
 _MINOR_PAUSE = re.compile(r"[,;:\u2013\u2014]['\"\u2019\u201d)\]]*$")
 _MAJOR_PAUSE = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]['\"\u2019\u201d)\]]*$")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+"""Scripts written without spaces between words: kana and CJK ideographs (not Hangul)."""
+_UNSPACED_PIECE = re.compile(rf"[{_UNSPACED}][^\w\s]*|[^{_UNSPACED}]+")
 
 
 def _letters_of(text: str) -> str:
@@ -99,10 +102,15 @@ def pause_after(word: str) -> float:
 
 @dataclass(frozen=True)
 class TimedWord:
-    """A word and when it is heard, in seconds from the turn's first audio."""
+    """A word and when it is heard, in seconds from the turn's first audio.
+
+    ``spaced`` says the word carries its own spacing (a CJK character, written without spaces),
+    so whoever joins words must not put a space before it.
+    """
 
     word: str
     seconds: float
+    spaced: bool = False
 
 
 @dataclass
@@ -110,6 +118,7 @@ class _Word:
     text: str
     weight: float
     pause: float
+    spaced: bool = False
 
 
 @dataclass
@@ -299,11 +308,15 @@ class WordClock:
         self._next_exact = None
 
     def _add_word(self, text: str) -> None:
-        self._letters.append(len(self._letter_text))
-        self._letter_text += _letters_of(text)
-        word = _Word(text, syllables(text), pause_after(text))
-        self._words.append(word)
-        self._cum.append(self._cum[-1] + word.weight + word.pause)
+        # Text written without spaces (Chinese, Japanese) is timed a character at a time: a
+        # whole sentence as one "word" would be released only when it ends.
+        pieces = _UNSPACED_PIECE.findall(text) if re.search(f"[{_UNSPACED}]", text) else [text]
+        for piece in pieces:
+            self._letters.append(len(self._letter_text))
+            self._letter_text += _letters_of(piece)
+            word = _Word(piece, syllables(piece), pause_after(piece), spaced=len(pieces) > 1)
+            self._words.append(word)
+            self._cum.append(self._cum[-1] + word.weight + word.pause)
 
     def _word_at_letter(self, letter: int) -> int | None:
         """The word that starts at or contains the ``letter``-th letter, if known yet."""
@@ -540,7 +553,8 @@ class WordClock:
             # A released time is final, so a later, better estimate may not put a word before
             # one already released.
             self._last_seconds = max(self._timeline(positions[i]), self._last_seconds)
-            out.append(TimedWord(self._words[i].text, self._last_seconds))
+            word = self._words[i]
+            out.append(TimedWord(word.text, self._last_seconds, word.spaced))
         self._released += len(out)
         return out
 

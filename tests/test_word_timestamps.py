@@ -66,6 +66,18 @@ async def test_a_turn_is_pushed_word_by_word_once_in_order(lifecycle, mode, voic
     assert not any(f.includes_inter_frame_spaces for f in words)
 
 
+async def test_text_written_without_spaces_is_pushed_a_character_at_a_time_with_its_spacing():
+    # A Chinese sentence has no spaces: as one "word" it would be released only when it ends,
+    # and the assistant aggregator would put a space between such frames.
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+        down, up = await run(tts, llm_turn("你好。", "今天天气很好\uff01"))
+    assert not errors(up)
+    words = text_frames(down)
+    assert [f.text for f in words] == ["你", "好。", "今", "天", "天", "气", "很", "好\uff01"]
+    assert all(f.includes_inter_frame_spaces for f in words)
+
+
 async def test_sentence_frames_remain_available_when_asked_for():
     async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         tts = make_tts(emu, word_timestamps=False)

@@ -215,3 +215,18 @@ def test_syllables_and_pauses():
     assert syllables("2026") > syllables("7")
     assert syllables("\u4f60\u597d") == 2
     assert pause_after("end.") > pause_after("well,") > pause_after("word") == 0
+
+
+def test_unspaced_scripts_are_timed_a_character_at_a_time():
+    clock = WordClock(RATE)
+    clock.text_sent("你好。OK吗\uff1f 안녕 하세요. ", flush=True)
+    words = clock.finish()
+    assert [(w.word, w.spaced) for w in words] == [
+        ("你", True),
+        ("好。", True),
+        ("OK", True),
+        ("吗\uff1f", True),
+        # Korean is written with spaces between words: its words stay whole.
+        ("안녕", False),
+        ("하세요.", False),
+    ]
