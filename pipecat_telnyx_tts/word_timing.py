@@ -191,6 +191,8 @@ class WordClock:
     _received: float = 0.0
     _first_arrival: float | None = None
     _finished: bool = False
+    _concatenated: bool = False
+    """Text-bearing frames carry their synthesis's first audio: every start will be marked."""
     _released: int = 0
     _last_seconds: float = 0.0
 
@@ -232,6 +234,7 @@ class WordClock:
             unit = self._unit_starting_at(first)
             if carries_audio:
                 unit.exact = self._received
+                self._concatenated = True
             else:
                 # The frame lies among its synthesis's own audio frames.
                 unit.upper = (
@@ -492,6 +495,10 @@ class WordClock:
                 is_settled = bool(seam or pause) or start + reach <= self._received
                 margin = SEAM_MARGIN_S if seam else ESTIMATED_START_MARGIN_S
                 start = seam or pause or start
+                if self._concatenated:
+                    # Its frame, which carries its first audio, has not come: all the audio so
+                    # far is earlier syntheses', and its start will be marked.
+                    start, is_settled = max(start, self._received), False
                 if unit.upper is not None:
                     start = min(start, unit.upper)
                 start = max(start, low)

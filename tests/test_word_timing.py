@@ -230,3 +230,98 @@ def test_unspaced_scripts_are_timed_a_character_at_a_time():
         ("안녕", False),
         ("하세요.", False),
     ]
+
+
+def test_a_frame_carrying_audio_marks_where_its_synthesis_starts():
+    # A concatenated provider: each text-bearing frame carries its synthesis's first audio. No
+    # pause joins the two, and the first speaks faster than the prior rate, so only the mark
+    # places the second.
+    one, _ = speech("Sure I can help with that today", per_syllable=0.2)
+    two, _ = speech("The total is forty dollars", per_syllable=0.3)
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure I can help with that today ", flush=True)
+    words += clock.text_sent("The total is forty dollars ", flush=True)
+    words += clock.announced("Sure I can help with that today", carries_audio=True)
+    words += feed(clock, one)
+    words += clock.announced("The total is forty dollars", carries_audio=True)
+    words += feed(clock, two, at=1.5)
+    words += clock.finish()
+    assert words[7].word == "The"
+    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.02)
+
+
+def test_with_frames_carrying_audio_a_synthesis_waits_for_its_own_frame():
+    # Slower speech than the prior rate and no pause: the rate would place the second
+    # synthesis inside the first's audio; its frame, not yet come, is what places it.
+    one, _ = speech("Sure I can help with that today", per_syllable=0.4)
+    two, _ = speech("The total is forty dollars", per_syllable=0.3)
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure I can help with that today ", flush=True)
+    words += clock.text_sent("The total is forty dollars ", flush=True)
+    words += clock.announced("Sure I can help with that today", carries_audio=True)
+    words += feed(clock, one)
+    assert [w.word for w in words][-1] != "The"
+    words += clock.announced("The total is forty dollars", carries_audio=True)
+    words += feed(clock, two, at=1.5)
+    words += clock.finish()
+    assert words[7].word == "The"
+    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.02)
+
+
+def test_the_next_synthesis_starts_no_earlier_than_the_frame_announcing_the_one_before():
+    # Streamed PCM: the first synthesis's text-bearing frame arrives late among its own audio,
+    # so the second cannot have started before it, although the prior rate says it had.
+    one, _ = speech("Sure I can help with that today", per_syllable=1 / 3)
+    two, _ = speech("The total is forty dollars", per_syllable=0.2)
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure I can help with that today ", flush=True)
+    words += clock.text_sent("The total is forty dollars ", flush=True)
+    step = round(RATE * 0.1) * 2
+    cut = 29 * step  # 2.9 s of the first synthesis's 3.0 s
+    words += feed(clock, one[:cut])
+    words += clock.announced("Sure I can help with that today", carries_audio=False)
+    words += feed(clock, one[cut:], at=cut / 2 / RATE / 2.4)
+    words += feed(clock, two, at=len(one) / 2 / RATE / 2.4)
+    words += clock.finish()
+    assert words[7].word == "The"
+    assert words[7].seconds >= len(one) / 2 / RATE - 0.01
+
+
+@pytest.mark.parametrize("seam", ["short frame", "new file"])
+def test_a_frame_seam_places_the_start_of_the_next_synthesis(seam: str):
+    # Nothing on the wire marks the boundary and no pause joins the two; but the first
+    # synthesis's audio ends with a short frame (fixed-size PCM), or the second opens a new
+    # file. (0.29 s a syllable leaves a short last frame; 0.3 makes whole 0.1 s frames.)
+    rate = 0.29 if seam == "short frame" else 0.3
+    one, _ = speech("Sure I can help with that today", per_syllable=rate)
+    two, _ = speech("The total is forty dollars", per_syllable=0.2)
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure I can help with that today ", flush=True)
+    words += clock.text_sent("The total is forty dollars ", flush=True)
+    words += clock.announced("Sure I can help with that today", carries_audio=False)
+    words += feed(clock, one)
+    step = round(RATE * 0.1) * 2
+    at = len(one) / 2 / RATE / 2.4
+    words += clock.audio(two[:step], at, new_file=seam == "new file")
+    words += feed(clock, two[step:], at=at + 0.1 / 2.4)
+    words += clock.finish()
+    assert words[7].word == "The"
+    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.1)
+
+
+def test_the_last_words_of_a_synthesis_are_released_once_the_next_one_has_started():
+    # Its last word ends within the guard of its audio's end; once the next synthesis's start
+    # is settled and reached, the audio of this one is complete and nothing need wait.
+    one, starts_one = speech("Sure I can help with that now")
+    two, _ = speech("How are you")
+    clock = WordClock(RATE)
+    words = clock.text_sent("Sure I can help with that now ", flush=True)
+    words += clock.announced("Sure I can help with that now", carries_audio=False)
+    words += feed(clock, one)
+    played_out = len(one) / 2 / RATE
+    words += clock.text_sent("How are you ", flush=True)
+    words += clock.announced("How are you", carries_audio=False)
+    step = round(RATE * 0.1) * 2
+    words += clock.audio(two[:step], played_out + 1.0)
+    assert [w.word for w in words] == ["Sure", "I", "can", "help", "with", "that", "now"]
+    assert words[-1].seconds == pytest.approx(starts_one[-1], abs=0.02)
