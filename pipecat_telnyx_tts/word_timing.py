@@ -378,12 +378,13 @@ class WordClock:
                 return max(start, i * FRAME_S)
         return start
 
-    def _seam_near(self, earliest: float, latest: float, low: float, high: float) -> float | None:
-        """The frame seam nearest the middle of ``earliest``..``latest`` (inside ``low``..``high``):
-        a frame boundary where one synthesis most likely ended and the next began."""
-        middle = (earliest + latest) / 2
-        inside = [x for x in self._seams if max(earliest, low) <= x <= min(latest, high)]
-        return min(inside, key=lambda x: abs(x - middle)) if inside else None
+    def _seam_near(self, guess: float, earliest: float, high: float) -> float | None:
+        """The frame seam nearest ``guess`` between ``earliest`` and ``high``: a frame boundary
+        where one synthesis most likely ended and the next began. Searched up to ``high`` (not
+        just near the guess): seams are few and mark boundaries, while the guess, from the
+        speaking rate, can be off by more than a word or two."""
+        inside = [x for x in self._seams if earliest <= x <= high]
+        return min(inside, key=lambda x: abs(x - guess)) if inside else None
 
     def _pause_near(self, earliest: float, latest: float, low: float, high: float) -> float | None:
         """The middle of the longest pause between ``earliest`` and ``latest`` (and inside
@@ -488,13 +489,18 @@ class WordClock:
                 low = max(unit.lower, before.start)
                 high = unit.upper if unit.upper is not None else self._received
                 reach = rate * spoken * SNAP_SHARE
-                seam = self._seam_near(start - reach / 2, start + reach, low, high)
+                seam = self._seam_near(start, max(low, start - reach), high)
                 pause = (
                     None if seam else self._pause_near(start - reach / 2, start + reach, low, high)
                 )
-                is_settled = bool(seam or pause) or start + reach <= self._received
+                is_settled = bool(seam or pause)
                 margin = SEAM_MARGIN_S if seam else ESTIMATED_START_MARGIN_S
                 start = seam or pause or start
+                if not is_settled and unit.upper is not None:
+                    # Nothing in the audio shows the boundary, but the synthesis's own frame has
+                    # come, and it started no later than that: the latest it can have started
+                    # is the one start that is never early.
+                    start, is_settled = unit.upper, True
                 if self._concatenated:
                     # Its frame, which carries its first audio, has not come: all the audio so
                     # far is earlier syntheses', and its start will be marked.

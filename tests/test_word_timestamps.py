@@ -66,6 +66,99 @@ async def test_a_turn_is_pushed_word_by_word_once_in_order(lifecycle, mode, voic
     assert not any(f.includes_inter_frame_spaces for f in words)
 
 
+@pytest.mark.parametrize("lifecycle", ["observed", "documented"])
+@pytest.mark.parametrize(
+    ("voice", "audio_format"),
+    [
+        ("Telnyx.NaturalHD.astra", "linear16"),
+        ("Telnyx.NaturalHD.astra", "mp3"),
+        ("aws.Polly.Generative.Lucia", "linear16"),
+        ("Telnyx.KokoroTTS.af_heart", None),
+    ],
+)
+async def test_a_turns_last_word_is_timed_on_its_own_audio(lifecycle, voice, audio_format):
+    # The clock releases a synthesis's last words when the turn's audio is complete. Were they
+    # never released, pipecat would push them at the end of the context stamped with the
+    # previous word's time: recorded before their audio played.
+    async with TelnyxEmulator(lifecycle=lifecycle, signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, voice=voice, audio_format=audio_format)
+        down, up = await run(tts, llm_turn(*REPLY))
+    assert not errors(up)
+    words = text_frames(down)
+    assert [f.text for f in words] == TEXT.split()
+    # "Ok." is a synthesis of its own, heard after all of "Thursday.".
+    assert words[-1].pts > words[-2].pts
+
+
+WORDY = (
+    "Strengths, straights and scripts. ",
+    "I am a bit of a pro at it, you see. ",
+    "Thanks for calling.",
+)
+"""A first sentence of many letters and few syllables: a speaking-rate guess lands well off."""
+
+
+def synthesis_spans(emu: TelnyxEmulator) -> list[tuple[float, float, int]]:
+    """Each synthesis's start and end in the turn's audio, and its word count."""
+    spans, start = [], 0.0
+    for synthesis in (s for c in emu.connections for s in c.syntheses if s.audio_seconds):
+        spans.append((start, start + synthesis.audio_seconds, len(synthesis.text.split())))
+        start += synthesis.audio_seconds
+    return spans
+
+
+@pytest.mark.parametrize("mode", [TextAggregationMode.SENTENCE, TextAggregationMode.TOKEN])
+@pytest.mark.parametrize(
+    ("lifecycle", "voice"),
+    [
+        # A final frame after every synthesis marks where the next one starts.
+        ("documented", "Telnyx.NaturalHD.astra"),
+        ("documented", "Telnyx.KokoroTTS.af_heart"),
+        ("documented", "aws.Polly.Generative.Lucia"),
+        # A concatenated provider's text-bearing frame carries its synthesis's first audio.
+        ("observed", "aws.Polly.Generative.Lucia"),
+    ],
+)
+async def test_words_are_timed_within_their_own_synthesis_from_the_wire_marks(
+    mode, lifecycle, voice
+):
+    # The marker signal has no pauses to find, and one frame per synthesis leaves no seams:
+    # where each synthesis lies in the audio is known only from the wire.
+    faults = Faults.fast(chunk_ms=20_000)
+    async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
+        tts = make_tts(emu, voice=voice, text_aggregation_mode=mode)
+        down, up = await run(tts, llm_turn(*WORDY))
+    assert not errors(up)
+    words = text_frames(down)
+    assert [f.text for f in words] == "".join(WORDY).split()
+    origin, i = words[0].pts, 0
+    for start, end, count in synthesis_spans(emu):
+        for _ in range(count):
+            heard = (words[i].pts - origin) / 1e9
+            assert start - 0.1 <= heard <= end + 0.1, (words[i].text, heard, start, end)
+            i += 1
+
+
+@pytest.mark.parametrize("audio_format", ["linear16", "mp3"])
+async def test_with_nothing_on_the_wire_marking_a_boundary_no_sentence_is_timed_early(
+    audio_format,
+):
+    # Observed lifecycle, streamed provider: nothing marks where a synthesis ends, and the
+    # speaking rate misjudges the first sentence; the frame seams (a short last PCM frame, an
+    # MP3 file start) still place the next sentence no earlier than its audio.
+    async with TelnyxEmulator(lifecycle="observed", signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, audio_format=audio_format)
+        down, up = await run(tts, llm_turn(*WORDY))
+    assert not errors(up)
+    words = text_frames(down)
+    assert [f.text for f in words] == "".join(WORDY).split()
+    origin, i = words[0].pts, 0
+    for start, _end, count in synthesis_spans(emu):
+        heard = (words[i].pts - origin) / 1e9
+        assert heard >= start - 0.01, (words[i].text, heard, start)
+        i += count
+
+
 async def test_text_written_without_spaces_is_pushed_a_character_at_a_time_with_its_spacing():
     # A Chinese sentence has no spaces: as one "word" it would be released only when it ends,
     # and the assistant aggregator would put a space between such frames.
