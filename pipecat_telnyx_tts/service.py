@@ -817,7 +817,8 @@ class TelnyxTTSService(TTSService):
     async def _fail(self, lane: Lane, reason: str) -> None:
         assert lane.turn is not None and lane.context_id is not None
         self._failed_turns[lane.context_id] = []
-        # Words whose audio never came are not timed: they were not heard.
+        # Words whose audio never came are not given made-up times. (pipecat still pushes a
+        # context's untimed text when the context ends, untimed: see the README's limits.)
         self._clocks.pop(lane.context_id, None)
         # While the LLM may still send text, the context stays open so that text cannot open a
         # second one; flush_audio ends it with the turn.

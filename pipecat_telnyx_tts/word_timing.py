@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 FRAME_S = 0.01
 """Resolution of the speech/silence analysis."""
@@ -173,7 +174,9 @@ class WordClock:
     _last_announced: int | None = None
     _next_exact: float | None = None
     """Where the next synthesis starts, when a final frame marked it before its text was sent."""
-    _energy: list[float] = field(default_factory=list)
+    _energy: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """RMS of every 10 ms of audio, in a buffer that grows by doubling; ``_frames`` are used."""
+    _frames: int = 0
     _seams: list[float] = field(default_factory=list)
     """Frame boundaries where a synthesis likely ended (see :meth:`audio`)."""
     _frame_sizes: Counter[int] = field(default_factory=Counter)
@@ -352,7 +355,12 @@ class WordClock:
         if whole:
             samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32)
             rms = np.sqrt(np.mean(samples.reshape(-1, step // 2) ** 2, axis=1))
-            self._energy.extend(rms.tolist())
+            if self._frames + len(rms) > len(self._energy):
+                grown = np.zeros(max(2 * len(self._energy), self._frames + len(rms), 256))
+                grown[: self._frames] = self._energy[: self._frames]
+                self._energy = grown
+            self._energy[self._frames : self._frames + len(rms)] = rms
+            self._frames += len(rms)
             self._loud = max(self._loud, float(rms.max()))
 
     def _short(self, size: int) -> bool:
@@ -363,20 +371,18 @@ class WordClock:
         common, count = self._frame_sizes.most_common(1)[0]
         return count >= 0.6 * sum(self._frame_sizes.values()) and size < 0.9 * common
 
-    def _threshold(self) -> float:
-        return max(100.0, 0.05 * self._loud)
+    def _sound(self, first: int, last: int) -> npt.NDArray[np.bool_]:
+        """Which 10 ms frames from ``first`` to ``last`` hold sound rather than silence."""
+        threshold = max(100.0, 0.05 * self._loud)
+        return self._energy[max(first, 0) : min(last, self._frames)] >= threshold
 
     def _onset(self, start: float, limit: float) -> float:
         """The first sound at or after ``start`` (before ``limit``), else ``start``."""
-        if not self._energy:
-            return start
-        threshold = self._threshold()
         first = int(start / FRAME_S)
-        last = min(len(self._energy), int(min(limit, start + ONSET_SEARCH_S) / FRAME_S))
-        for i in range(first, last):
-            if self._energy[i] >= threshold:
-                return max(start, i * FRAME_S)
-        return start
+        sound = self._sound(first, int(min(limit, start + ONSET_SEARCH_S) / FRAME_S))
+        if not sound.any():
+            return start
+        return max(start, (first + int(sound.argmax())) * FRAME_S)
 
     def _seam_near(self, guess: float, earliest: float, high: float) -> float | None:
         """The frame seam nearest ``guess`` between ``earliest`` and ``high``: a frame boundary
@@ -391,35 +397,34 @@ class WordClock:
         ``low``..``high``), where a synthesis most likely ended; None if there is none, or if
         the audio of that stretch has not all arrived (a longer pause may still come)."""
         latest = min(latest, high)
-        if latest > len(self._energy) * FRAME_S:
+        if latest > self._frames * FRAME_S:
             return None
-        threshold = self._threshold()
         first = max(int(max(low, earliest) / FRAME_S), 0)
-        last = int(latest / FRAME_S)
-        best: tuple[int, int] | None = None
-        run = 0
-        for i in range(first, last):
-            run = run + 1 if self._energy[i] < threshold else 0
-            if run * FRAME_S >= MIN_PAUSE_S and (best is None or run > best[1]):
-                best = (i, run)
-        if best is None:
+        silent = ~self._sound(first, int(latest / FRAME_S))
+        if not silent.any():
             return None
-        end, length = best
+        # Runs of silence: where each starts and ends, from the edges of the boolean series.
+        edges = np.diff(np.concatenate(([0], silent.astype(np.int8), [0])))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        longest = int(np.argmax(ends - starts))
+        if (ends[longest] - starts[longest]) * FRAME_S < MIN_PAUSE_S:
+            return None
+        begin, end = first + int(starts[longest]), first + int(ends[longest])
         # A pause still going at the window's edge is measured to where it ends.
-        while end + 1 < len(self._energy) and self._energy[end + 1] < threshold:
-            end += 1
-            length += 1
-        return (end + 1) * FRAME_S - length * FRAME_S / 2
+        after = self._sound(end, self._frames)
+        end += int(after.argmax()) if after.any() else len(after)
+        return (begin + end) / 2 * FRAME_S
 
     def _offset(self, end: float, start: float) -> float:
         """The end of the last sound before ``end`` (not before ``start``), if the audio is in."""
-        if end > len(self._energy) * FRAME_S or not self._energy:
+        if end > self._frames * FRAME_S or not self._frames:
             return end
-        threshold = self._threshold()
-        for i in range(int(end / FRAME_S) - 1, int(start / FRAME_S), -1):
-            if self._energy[i] >= threshold:
-                return min(end, (i + 1) * FRAME_S)
-        return end
+        # Trailing silence is short: looking back a second is enough.
+        first = int(max(start, end - 1.0) / FRAME_S) + 1
+        sound = self._sound(first, int(end / FRAME_S))
+        if not sound.any():
+            return end
+        return min(end, (first + int(np.flatnonzero(sound)[-1]) + 1) * FRAME_S)
 
     # ------------------------------------------------------------------ the estimate
 
@@ -514,7 +519,9 @@ class WordClock:
             settled.append(is_settled)
             margins.append(margin)
             last = k
-            if not self._finished and start > self._received:
+            if not self._finished and (start > self._received or (k > first and not is_settled)):
+                # No word from here on can be due: past the audio, or held for a start to
+                # settle. (Laying them out would only cost time on every chunk.)
                 break
         if last + 1 < len(units):
             end_of_laid = units[last + 1].start if marks[last + 1] is None else marks[last + 1]
