@@ -135,13 +135,13 @@ def _context_targets(context: dict[str, Any]) -> list[Target]:
     name = "Context after a barge-in, word timestamps"
     return [
         Target(
-            f"{name}: |words recorded - words heard|, p50",
+            f"{name}: words recorded minus words heard, absolute, p50",
             p50,
             f"<= {CONTEXT_DIFF_P50}",
             _le(p50, CONTEXT_DIFF_P50),
         ),
         Target(
-            f"{name}: |words recorded - words heard|, p95",
+            f"{name}: words recorded minus words heard, absolute, p95",
             p95,
             f"<= {CONTEXT_DIFF_P95}",
             _le(p95, CONTEXT_DIFF_P95),
