@@ -36,21 +36,22 @@ REPLY = (
 TEXT = "".join(REPLY)
 
 
+VOICES = [
+    ("Telnyx.NaturalHD.astra", "linear16"),
+    ("Telnyx.NaturalHD.astra", "mp3"),
+    ("aws.Polly.Generative.Lucia", "linear16"),
+    ("Telnyx.KokoroTTS.af_heart", None),
+]
+"""Streamed PCM, streamed MP3, concatenated PCM, and a voice that sends MP3 whatever is asked."""
+
+
 def text_frames(frames: list) -> list[TTSTextFrame]:
     return [f for f in frames if isinstance(f, TTSTextFrame)]
 
 
 @pytest.mark.parametrize("lifecycle", ["observed", "documented"])
 @pytest.mark.parametrize("mode", [TextAggregationMode.SENTENCE, TextAggregationMode.TOKEN])
-@pytest.mark.parametrize(
-    ("voice", "audio_format"),
-    [
-        ("Telnyx.NaturalHD.astra", "linear16"),
-        ("Telnyx.NaturalHD.astra", "mp3"),
-        ("aws.Polly.Generative.Lucia", "linear16"),
-        ("Telnyx.KokoroTTS.af_heart", None),
-    ],
-)
+@pytest.mark.parametrize(("voice", "audio_format"), VOICES)
 async def test_a_turn_is_pushed_word_by_word_once_in_order(lifecycle, mode, voice, audio_format):
     # The guard against falling back to sentence-level frames: those are queued ahead of the
     # audio and commit sentences nobody heard after a barge-in.
@@ -67,15 +68,7 @@ async def test_a_turn_is_pushed_word_by_word_once_in_order(lifecycle, mode, voic
 
 
 @pytest.mark.parametrize("lifecycle", ["observed", "documented"])
-@pytest.mark.parametrize(
-    ("voice", "audio_format"),
-    [
-        ("Telnyx.NaturalHD.astra", "linear16"),
-        ("Telnyx.NaturalHD.astra", "mp3"),
-        ("aws.Polly.Generative.Lucia", "linear16"),
-        ("Telnyx.KokoroTTS.af_heart", None),
-    ],
-)
+@pytest.mark.parametrize(("voice", "audio_format"), VOICES)
 async def test_a_turns_last_word_is_timed_on_its_own_audio(lifecycle, voice, audio_format):
     # The clock releases a synthesis's last words when the turn's audio is complete. Were they
     # never released, pipecat would push them at the end of the context stamped with the

@@ -50,6 +50,14 @@ def feed(clock: WordClock, pcm: bytes, *, at: float = 0.0, chunk_s: float = 0.1,
     return out
 
 
+STEP = round(RATE * 0.1) * 2
+"""Bytes of one 0.1 s frame, as ``feed`` cuts them."""
+
+
+def seconds(pcm: bytes) -> float:
+    return len(pcm) / 2 / RATE
+
+
 def test_a_marked_synthesis_times_its_words_from_its_own_audio():
     one, starts_one = speech("Sure, I can help with that today.", lead=0.15)
     two, starts_two = speech("The total is forty dollars.", per_syllable=0.27, lead=0.1)
@@ -163,8 +171,7 @@ def test_an_unmarked_sentence_is_never_timed_before_it_starts(seed: int):
     for text, (pcm, _) in zip(texts, clips, strict=True):
         sentence_starts.append(offset)
         # Between two of its frames: the text-bearing frame never splits one.
-        step = round(RATE * 0.1) * 2
-        cut = rng.randrange(0, len(pcm) // step + 1) * step
+        cut = rng.randrange(0, len(pcm) // STEP + 1) * STEP
         words += feed(clock, pcm[:cut], at=offset / 2.4)
         words += clock.announced(text, carries_audio=False)
         words += feed(clock, pcm[cut:], at=(offset + cut / 2 / RATE) / 2.4)
@@ -232,59 +239,66 @@ def test_unspaced_scripts_are_timed_a_character_at_a_time():
     ]
 
 
+FIRST = "Sure I can help with that today"
+SECOND = "The total is forty dollars"
+"""Two syntheses with no punctuation: no pause joins them, so only the guard under test can
+place the boundary between them."""
+
+
+def both_sent() -> tuple[WordClock, list[TimedWord]]:
+    """A clock that has sent FIRST and SECOND, each flushed: two syntheses."""
+    clock = WordClock(RATE)
+    return clock, clock.text_sent(FIRST + " ", flush=True) + clock.text_sent(
+        SECOND + " ", flush=True
+    )
+
+
 def test_a_frame_carrying_audio_marks_where_its_synthesis_starts():
     # A concatenated provider: each text-bearing frame carries its synthesis's first audio. No
     # pause joins the two, and the first speaks faster than the prior rate, so only the mark
     # places the second.
-    one, _ = speech("Sure I can help with that today", per_syllable=0.2)
-    two, _ = speech("The total is forty dollars", per_syllable=0.3)
-    clock = WordClock(RATE)
-    words = clock.text_sent("Sure I can help with that today ", flush=True)
-    words += clock.text_sent("The total is forty dollars ", flush=True)
-    words += clock.announced("Sure I can help with that today", carries_audio=True)
+    one, _ = speech(FIRST, per_syllable=0.2)
+    two, _ = speech(SECOND, per_syllable=0.3)
+    clock, words = both_sent()
+    words += clock.announced(FIRST, carries_audio=True)
     words += feed(clock, one)
-    words += clock.announced("The total is forty dollars", carries_audio=True)
+    words += clock.announced(SECOND, carries_audio=True)
     words += feed(clock, two, at=1.5)
     words += clock.finish()
     assert words[7].word == "The"
-    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.02)
+    assert words[7].seconds == pytest.approx(seconds(one), abs=0.02)
 
 
 def test_with_frames_carrying_audio_a_synthesis_waits_for_its_own_frame():
     # Slower speech than the prior rate and no pause: the rate would place the second
     # synthesis inside the first's audio; its frame, not yet come, is what places it.
-    one, _ = speech("Sure I can help with that today", per_syllable=0.4)
-    two, _ = speech("The total is forty dollars", per_syllable=0.3)
-    clock = WordClock(RATE)
-    words = clock.text_sent("Sure I can help with that today ", flush=True)
-    words += clock.text_sent("The total is forty dollars ", flush=True)
-    words += clock.announced("Sure I can help with that today", carries_audio=True)
+    one, _ = speech(FIRST, per_syllable=0.4)
+    two, _ = speech(SECOND, per_syllable=0.3)
+    clock, words = both_sent()
+    words += clock.announced(FIRST, carries_audio=True)
     words += feed(clock, one)
     assert [w.word for w in words][-1] != "The"
-    words += clock.announced("The total is forty dollars", carries_audio=True)
+    words += clock.announced(SECOND, carries_audio=True)
     words += feed(clock, two, at=1.5)
     words += clock.finish()
     assert words[7].word == "The"
-    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.02)
+    assert words[7].seconds == pytest.approx(seconds(one), abs=0.02)
 
 
 def test_the_next_synthesis_starts_no_earlier_than_the_frame_announcing_the_one_before():
     # Streamed PCM: the first synthesis's text-bearing frame arrives late among its own audio,
     # so the second cannot have started before it, although the prior rate says it had.
-    one, _ = speech("Sure I can help with that today", per_syllable=1 / 3)
-    two, _ = speech("The total is forty dollars", per_syllable=0.2)
-    clock = WordClock(RATE)
-    words = clock.text_sent("Sure I can help with that today ", flush=True)
-    words += clock.text_sent("The total is forty dollars ", flush=True)
-    step = round(RATE * 0.1) * 2
-    cut = 29 * step  # 2.9 s of the first synthesis's 3.0 s
+    one, _ = speech(FIRST, per_syllable=1 / 3)
+    two, _ = speech(SECOND, per_syllable=0.2)
+    clock, words = both_sent()
+    cut = 29 * STEP  # 2.9 s of the first synthesis's 3.0 s
     words += feed(clock, one[:cut])
-    words += clock.announced("Sure I can help with that today", carries_audio=False)
+    words += clock.announced(FIRST, carries_audio=False)
     words += feed(clock, one[cut:], at=cut / 2 / RATE / 2.4)
-    words += feed(clock, two, at=len(one) / 2 / RATE / 2.4)
+    words += feed(clock, two, at=seconds(one) / 2.4)
     words += clock.finish()
     assert words[7].word == "The"
-    assert words[7].seconds >= len(one) / 2 / RATE - 0.01
+    assert words[7].seconds >= seconds(one) - 0.01
 
 
 @pytest.mark.parametrize("seam", ["short frame", "new file"])
@@ -293,20 +307,17 @@ def test_a_frame_seam_places_the_start_of_the_next_synthesis(seam: str):
     # synthesis's audio ends with a short frame (fixed-size PCM), or the second opens a new
     # file. (0.29 s a syllable leaves a short last frame; 0.3 makes whole 0.1 s frames.)
     rate = 0.29 if seam == "short frame" else 0.3
-    one, _ = speech("Sure I can help with that today", per_syllable=rate)
-    two, _ = speech("The total is forty dollars", per_syllable=0.2)
-    clock = WordClock(RATE)
-    words = clock.text_sent("Sure I can help with that today ", flush=True)
-    words += clock.text_sent("The total is forty dollars ", flush=True)
-    words += clock.announced("Sure I can help with that today", carries_audio=False)
+    one, _ = speech(FIRST, per_syllable=rate)
+    two, _ = speech(SECOND, per_syllable=0.2)
+    clock, words = both_sent()
+    words += clock.announced(FIRST, carries_audio=False)
     words += feed(clock, one)
-    step = round(RATE * 0.1) * 2
-    at = len(one) / 2 / RATE / 2.4
-    words += clock.audio(two[:step], at, new_file=seam == "new file")
-    words += feed(clock, two[step:], at=at + 0.1 / 2.4)
+    at = seconds(one) / 2.4
+    words += clock.audio(two[:STEP], at, new_file=seam == "new file")
+    words += feed(clock, two[STEP:], at=at + 0.1 / 2.4)
     words += clock.finish()
     assert words[7].word == "The"
-    assert words[7].seconds == pytest.approx(len(one) / 2 / RATE, abs=0.1)
+    assert words[7].seconds == pytest.approx(seconds(one), abs=0.1)
 
 
 def test_the_last_words_of_a_synthesis_are_released_once_the_next_one_has_started():
@@ -318,10 +329,9 @@ def test_the_last_words_of_a_synthesis_are_released_once_the_next_one_has_starte
     words = clock.text_sent("Sure I can help with that now ", flush=True)
     words += clock.announced("Sure I can help with that now", carries_audio=False)
     words += feed(clock, one)
-    played_out = len(one) / 2 / RATE
+    played_out = seconds(one)
     words += clock.text_sent("How are you ", flush=True)
     words += clock.announced("How are you", carries_audio=False)
-    step = round(RATE * 0.1) * 2
-    words += clock.audio(two[:step], played_out + 1.0)
+    words += clock.audio(two[:STEP], played_out + 1.0)
     assert [w.word for w in words] == ["Sure", "I", "can", "help", "with", "that", "now"]
     assert words[-1].seconds == pytest.approx(starts_one[-1], abs=0.02)
