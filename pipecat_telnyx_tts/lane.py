@@ -27,6 +27,7 @@ from pipecat_telnyx_tts.protocol import (
 from pipecat_telnyx_tts.request import Request
 from pipecat_telnyx_tts.socket_state import Closer, SocketLife
 from pipecat_telnyx_tts.turn import Turn
+from pipecat_telnyx_tts.word_timing import WordClock
 
 Connector = Callable[[Request], Awaitable[ClientConnection]]
 
@@ -86,6 +87,8 @@ class Lane:
         self.turn: Turn | None = None
         self.context_id: str | None = None
         self.decoder: AudioDecoder | None = None
+        self.clock: WordClock | None = None
+        """The turn's word timing, when words are timed."""
         self.turn_on_wire = False
         self.last_heard = time.monotonic()
         self._poll = poll
@@ -96,16 +99,22 @@ class Lane:
         self._ws: ClientConnection | None = None
         self._abort_reason = ""
 
-    def bind(self, context_id: str, turn: Turn, decoder: AudioDecoder) -> None:
+    def bind(
+        self,
+        context_id: str,
+        turn: Turn,
+        decoder: AudioDecoder,
+        clock: WordClock | None = None,
+    ) -> None:
         """Give the socket to a turn."""
         self.life.bind()
-        self.context_id, self.turn, self.decoder = context_id, turn, decoder
+        self.context_id, self.turn, self.decoder, self.clock = context_id, turn, decoder, clock
 
     def unbind(self) -> None:
         """Forget a turn that never put anything on this socket."""
         assert not self.turn_on_wire
         self.life.unbind()
-        self.context_id = self.turn = self.decoder = None
+        self.context_id = self.turn = self.decoder = self.clock = None
         self.pending = []
 
     def adopt(self, other: Lane) -> list[ClientMessage]:
@@ -116,9 +125,9 @@ class Lane:
         """
         assert other.turn is not None and other.context_id is not None
         assert other.decoder is not None and not other.turn_on_wire
-        self.bind(other.context_id, other.turn, other.decoder)
+        self.bind(other.context_id, other.turn, other.decoder, other.clock)
         queued, other.pending = other.pending, []
-        other.turn = other.context_id = other.decoder = None
+        other.turn = other.context_id = other.decoder = other.clock = None
         if self.life.open:
             return queued
         self.pending.extend(queued)

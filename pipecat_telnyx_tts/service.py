@@ -223,8 +223,6 @@ class TelnyxTTSService(TTSService):
         self._lanes: dict[str, Lane] = {}
         """Turn sockets by context id."""
         self._word_timestamps = word_timestamps
-        self._clocks: dict[str, WordClock] = {}
-        """Word timing of each turn still speaking, by context id."""
         self._requested_at: dict[str, float] = {}
         """When each turn's first text went to synthesis, for its TTFB (see start_ttfb_metrics)."""
         self._pool = SparePool(self._open_lane, self._retire, self.SPARE_TIMING)
@@ -553,7 +551,6 @@ class TelnyxTTSService(TTSService):
 
     async def _abandon(self, context_id: str) -> None:
         self._failed_turns.pop(context_id, None)
-        self._clocks.pop(context_id, None)
         self._requested_at.pop(context_id, None)
         lane = self._lanes.pop(context_id, None)
         if lane is None or lane.turn is None:
@@ -576,13 +573,14 @@ class TelnyxTTSService(TTSService):
             context_id,
             Turn(token_mode=self._is_streaming_tokens, first_clause=self._first_clause),
             AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate),
+            WordClock(self.sample_rate) if self._word_timestamps else None,
         )
         self._lanes[context_id] = lane
         return lane
 
     async def _send_turn(self, lane: Lane, messages: list[ClientMessage]) -> None:
         """Send a turn's messages, telling its word clock what text went out."""
-        clock = self._clock(lane)
+        clock = lane.clock
         if clock is not None:
             for message in messages:
                 if isinstance(message, TextMessage):
@@ -798,13 +796,13 @@ class TelnyxTTSService(TTSService):
                 case Audio(data=data):
                     await self._deliver(lane, data)
                 case Announced(text=text, carries_audio=carries_audio):
-                    clock = self._clock(lane)
+                    clock = lane.clock
                     if clock is not None:
                         await self._add_words(
                             lane, clock.announced(text, carries_audio=carries_audio)
                         )
                 case SynthesisFinal():
-                    clock = self._clock(lane)
+                    clock = lane.clock
                     if clock is not None:
                         await self._add_words(lane, clock.synthesis_final())
                 case FirstAudioLatency(milliseconds=ms, cached=cached):
@@ -819,7 +817,7 @@ class TelnyxTTSService(TTSService):
         self._failed_turns[lane.context_id] = []
         # Words whose audio never came are not given made-up times. (pipecat still pushes a
         # context's untimed text when the context ends, untimed: see the README's limits.)
-        self._clocks.pop(lane.context_id, None)
+        lane.clock = None
         # While the LLM may still send text, the context stays open so that text cannot open a
         # second one; flush_audio ends it with the turn.
         await self._finish(lane, end_context=lane.turn.end_sent)
@@ -852,7 +850,7 @@ class TelnyxTTSService(TTSService):
                 await self.push_error(f"Telnyx audio cannot be decoded: {e}")
         if tail:
             await self._append_audio(lane, tail)
-        clock = self._clocks.pop(context_id, None)
+        clock, lane.clock = lane.clock, None
         if clock is not None and end_context:
             # The turn played out: its remaining words are timed on its complete audio.
             await self._add_words(lane, clock.finish())
@@ -864,18 +862,9 @@ class TelnyxTTSService(TTSService):
         assert context_id is not None
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=context_id)
         await self.append_to_audio_context(context_id, frame)
-        clock = self._clock(lane)
+        clock = lane.clock
         if clock is not None:
             await self._add_words(lane, clock.audio(pcm, time.monotonic(), new_file=new_file))
-
-    def _clock(self, lane: Lane) -> WordClock | None:
-        """The turn's word clock; None when word timestamps are off."""
-        if not self._word_timestamps or lane.context_id is None:
-            return None
-        clock = self._clocks.get(lane.context_id)
-        if clock is None:
-            clock = self._clocks[lane.context_id] = WordClock(self.sample_rate)
-        return clock
 
     async def _add_words(self, lane: Lane, words: list[TimedWord]) -> None:
         if lane.context_id is None:
