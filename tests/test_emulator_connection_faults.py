@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 from test_emulator_support import (
+    AUTH,
     VOICE,
     audio_frames,
     open_socket,
@@ -125,6 +126,15 @@ async def test_the_rate_limit_refuses_upgrades_past_it_per_key_and_counts_only_a
             pass
 
 
+async def attempt(emu: TelnyxEmulator) -> int:
+    """The status an upgrade gets: 101 or the refusal's."""
+    try:
+        async with connect(ws_url(emu), additional_headers=AUTH, open_timeout=10):
+            return 101
+    except InvalidStatus as e:
+        return e.response.status_code
+
+
 async def test_the_rate_limit_lets_the_key_in_again_once_the_window_has_moved_on() -> None:
     async with TelnyxEmulator(faults=Faults.fast(rate_limit=1, rate_window=0.3)) as emu:
         async with open_socket(emu):
@@ -133,24 +143,19 @@ async def test_the_rate_limit_lets_the_key_in_again_once_the_window_has_moved_on
         assert error.response.headers["Retry-After"] == "1"
         accepted = emu.connections[0].answered_at
         assert accepted is not None
-        await emu.wait_for(lambda: time.perf_counter() - accepted >= 0.3)
-        async with open_socket(emu):
-            pass
-        assert [c.status for c in emu.connections] == [101, 429, 101]
+        # Refused attempts back to back: they must not count, or the window never moves on.
+        while await attempt(emu) != 101:
+            assert time.perf_counter() - accepted < 5, "refused attempts counted against the key"
+        statuses = [c.status for c in emu.connections]
+        assert statuses[-1] == 101 and set(statuses[1:-1]) == {429}
+        again = emu.connections[-1].answered_at
+        assert again is not None and again - accepted >= 0.3
 
 
 async def test_a_burst_against_the_limit_is_counted_per_second() -> None:
     async with TelnyxEmulator(faults=Faults.fast(rate_limit=3, rate_window=60)) as emu:
         start = time.perf_counter()
-
-        async def attempt() -> int:
-            try:
-                async with connect(ws_url(emu), open_timeout=10):
-                    return 101
-            except InvalidStatus as e:
-                return e.response.status_code
-
-        statuses = await asyncio.gather(*(attempt() for _ in range(8)))
+        statuses = await asyncio.gather(*(attempt(emu) for _ in range(8)))
         assert sorted(statuses) == [101] * 3 + [429] * 5
         seconds = upgrades_per_second(emu.connections, start)
         assert sum(s.accepted for s in seconds) == 3
@@ -286,6 +291,7 @@ def test_open_sockets_over_a_span_peak_and_time_weighted_mean() -> None:
     ]
     # 0-5: one; 5-6: two; 6-12: one; 12-18: none; 18-20: one (still open).
     assert open_sockets(records, 0.0, 20.0) == OpenSockets(peak=2, mean=(5 + 2 + 6 + 2) / 20)
+    assert open_sockets(records, 6.5, 20.0).peak == 1
     assert open_sockets(records, 12.0, 18.0) == OpenSockets(peak=0, mean=0.0)
     with pytest.raises(ValueError, match="length"):
         open_sockets(records, 1.0, 1.0)
