@@ -90,6 +90,8 @@ async def test_tiny_cost_run_measures_every_call_from_the_emulators_records() ->
         assert talk["ttfa_ms"]["n"] == 2 and talk["ttfa_ms"]["p50"] > 0
         assert 0 < talk["sockets_mean"] <= talk["sockets_peak"]
         assert talk["handshakes_per_turn"] == talk["handshakes"] / 2
+        first = talk["turn_detail"][0]
+        assert first["waited"] is True and first["handshake_wait_ms"] > 0
         for turn in talk["turn_detail"]:
             assert turn["socket"] >= 1 and isinstance(turn["waited"], bool)
             assert turn["audio_s"] >= 0.6
