@@ -29,7 +29,7 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
     ),
     "_audio_context_manager": ("playing_context_id",),
     "_text_aggregator": ("language", "flush"),
-    "_aggregated_frame_sequencer": ("finalize",),
+    "_aggregated_frame_sequencer": ("finalize", "clear"),
 }
 """Private (or undocumented) members used: on a ``TTSService`` itself (key ``""``), or on the
 object it holds under the key. ``_handle_interruption`` and ``_update_settings`` are overridden;
@@ -64,3 +64,11 @@ async def finish_turn_text(service: TTSService, context_id: str) -> None:
         await service._handle_aggregated_text(service._aggregated_text_frame(remaining))
     finalized = await service._aggregated_frame_sequencer.finalize(context_id)
     await service._push_sequencer_frames(finalized, context_id)
+
+
+def forget_unplayed_text(service: TTSService, context_id: str) -> None:
+    """Drop the text pipecat still holds for a context, so that ending the context does not
+    record it as spoken (pipecat force-completes a context's remaining words when it ends, as
+    its own interruption path clears them)."""
+    keep = set(service.get_audio_contexts()) - {context_id}
+    service._aggregated_frame_sequencer.clear(keep_contexts=keep)

@@ -83,7 +83,7 @@ from pipecat_telnyx_tts.settings import QUERY_FIELDS, TelnyxTTSSettings, check_s
 from pipecat_telnyx_tts.sockets import Sockets
 from pipecat_telnyx_tts.ssml import phoneme
 from pipecat_telnyx_tts.turn import Phase, Turn
-from pipecat_telnyx_tts.turn_output import TurnOutput
+from pipecat_telnyx_tts.turn_output import ForgetUnplayed, TurnOutput
 from pipecat_telnyx_tts.voice_list import VoiceList, VoiceListUnavailable, fetch_voice_list
 from pipecat_telnyx_tts.word_timing import WordClock
 
@@ -795,6 +795,15 @@ class TelnyxTTSService(TTSService):
             }.get(status, "Telnyx could not take the connection")
             return f"Telnyx TTS connection failed with HTTP {status}: {hint}. {body}".strip()
         return f"Telnyx TTS connection to {self._url} failed: {type(e).__name__}: {e}"
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """A failed turn's marker, reached in playback order, drops its unplayed text."""
+        if isinstance(frame, ForgetUnplayed):
+            pipecat_private.forget_unplayed_text(self, frame.context_id)
+            return
+        await super().push_frame(frame, direction)
 
     async def push_error_frame(
         self, error: ErrorFrame, force_treat_as_permanent: bool = False

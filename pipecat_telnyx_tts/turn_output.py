@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
-from pipecat.frames.frames import Frame, TTSAudioRawFrame, TTSStoppedFrame
+from pipecat.frames.frames import ControlFrame, Frame, TTSAudioRawFrame, TTSStoppedFrame
 
 from pipecat_telnyx_tts.audio import AudioDecodeError
 from pipecat_telnyx_tts.turn import (
@@ -29,6 +30,14 @@ from pipecat_telnyx_tts.word_timing import TimedWord
 if TYPE_CHECKING:
     from pipecat_telnyx_tts.lane import Lane
     from pipecat_telnyx_tts.sockets import Sockets
+
+
+@dataclass
+class ForgetUnplayed(ControlFrame):
+    """Queued in a failed turn's audio context after the last audio it got: when playback
+    reaches it, the service drops the turn's text that never played (and pushes nothing)."""
+
+    context_id: str = ""
 
 
 class Host(Protocol):
@@ -91,13 +100,15 @@ class TurnOutput:
     async def _fail(self, lane: Lane, reason: str) -> None:
         assert lane.turn is not None and lane.context_id is not None
         self.failed_turns[lane.context_id] = []
-        # Words whose audio never came are not given made-up times. (pipecat still pushes a
-        # context's untimed text when the context ends, untimed: see the README's limits.)
-        lane.clock = None
+        # Words whose audio never came are not given made-up times, and are named instead; the
+        # context records the words of the audio that did come (see end_context).
+        clock, lane.clock = lane.clock, None
+        unplayed = clock.unreleased_text if clock is not None else lane.turn.unanswered_text
         # While the LLM may still send text, the context stays open so that text cannot open a
         # second one; flush_audio ends it with the turn.
         await self._finish(lane, end_context=lane.turn.end_sent)
-        await self._host.turn_failed(lane, reason)
+        named = f"; not played: [{unplayed}]" if unplayed else ""
+        await self._host.turn_failed(lane, f"{reason}{named}")
 
     async def _deliver(self, lane: Lane, data: bytes) -> None:
         assert lane.decoder is not None and lane.context_id is not None and lane.turn is not None
@@ -156,7 +167,10 @@ class TurnOutput:
             )
 
     async def end_context(self, context_id: str) -> None:
+        """End a turn's audio context; a failed turn's unplayed text is dropped first."""
         host = self._host
         if host.audio_context_available(context_id):
+            if context_id in self.failed_turns:
+                await host.append_to_audio_context(context_id, ForgetUnplayed(context_id))
             await host.append_to_audio_context(context_id, TTSStoppedFrame(context_id=context_id))
             await host.remove_audio_context(context_id)

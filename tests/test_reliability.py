@@ -360,7 +360,7 @@ async def test_audio_that_never_comes_is_named_in_an_error(monkeypatch):
         ]
         down, up = await run(gated(tts), frames)
         [error] = errors(up)
-        assert "never spoken: [The second one.]" in error.error
+        assert "not played: [The second one.]" in error.error
         assert started_and_stopped(down) == (1, 1)
 
 
