@@ -117,8 +117,10 @@ class Lane:
         decoder: AudioDecoder,
         clock: WordClock | None = None,
     ) -> None:
-        """Give the socket to a turn."""
+        """Give the socket to a turn. The turn's silence is counted from now: a spare may have
+        been quiet for longer than a turn may wait for audio."""
         self.life.bind()
+        self.last_heard = time.monotonic()
         self.context_id, self.turn, self.decoder, self.clock = context_id, turn, decoder, clock
 
     def unbind(self) -> None:

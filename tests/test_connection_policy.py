@@ -15,6 +15,9 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    TTSUpdateSettingsFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.tests.utils import SleepFrame
 
@@ -22,6 +25,7 @@ from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.policy import Limits
 from tests.service_helpers import (
+    Push,
     Until,
     audio_seconds,
     errors,
@@ -55,6 +59,53 @@ async def test_a_server_that_closes_idle_sockets_at_once_costs_one_socket(keep_w
         assert len(emu.connections) == 1, upgrades(emu)
         assert emu.connections[0].close_reason == "inactivity timeout"
         assert tts._policy.idle.believed() == pytest.approx(0.1, abs=0.1)
+
+
+# ----------------------------------------------------------------------------- 2. refused voice
+
+
+async def test_a_voice_refused_after_the_upgrade_is_reported_once_and_not_asked_again():
+    """Item 2: {"error": "Invalid voice_id specified"} on the spare; nobody speaks for 2 s."""
+    faults = Faults.fast(invalid_voices=["Telnyx.NaturalHD.astra"])
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        _, up = await run(gated(tts), [Until(lambda: not tts.is_usable), SleepFrame(2.0)])
+        [error] = errors(up)
+        assert "Invalid voice_id specified" in error.error
+        assert error.category is not None and error.category.is_permanent
+        assert upgrades(emu) == [101]
+
+
+async def test_new_settings_after_a_refused_voice_are_tried_and_spoken():
+    faults = Faults.fast(invalid_voices=["Telnyx.NaturalHD.astra"])
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        update = TTSUpdateSettingsFrame(
+            delta=TelnyxTTSService.Settings(voice="Rime.ArcanaV3.astra")
+        )
+        frames = [Until(lambda: not tts.is_usable), update, *llm_turn("Another voice speaks.")]
+        down, up = await run(gated(tts), frames)
+        assert len(errors(up)) == 1
+        assert spoken(emu) == "Another voice speaks."
+        assert audio_seconds(down) > 0.3
+
+
+# ----------------------------------------------------------------------------- unknown frames
+
+
+async def test_an_unknown_frame_on_an_idle_spare_costs_nothing():
+    """The spare that heard {"type": "ping"} is the one the turn speaks on."""
+    faults = Faults.fast(idle_frame='{"type": "ping", "ts": 1}', idle_frame_after=0.05)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+
+        def pinged() -> bool:
+            return bool(emu.connections) and len(emu.connections[0].sent) > 0
+
+        _, up = await run(gated(tts), [Until(pinged), *llm_turn("Spoken on the spare.")])
+        assert not errors(up)
+        assert upgrades(emu) == [101]
+        assert spoken(emu) == "Spoken on the spare."
 
 
 # ----------------------------------------------------------------------------- 3. slow LLM
@@ -160,4 +211,27 @@ async def test_a_turn_keeps_trying_until_the_end_of_its_budget(monkeypatch):
         down, up = await run(tts, llm_turn("Spoken at the last try."))
         assert spoken(emu) == "Spoken at the last try."
         assert not errors(up)
+        assert audio_seconds(down) > 0.3
+
+
+# ----------------------------------------------------------------------------- a long-idle spare
+
+
+async def test_a_spare_quiet_for_longer_than_the_response_timeout_still_carries_its_turn(
+    monkeypatch,
+):
+    """The caller speaks for longer than a turn may wait for audio: the spare opened when they
+    started has been silent that long when the reply binds it, which is not the turn's silence."""
+    monkeypatch.setattr(TelnyxTTSService, "RESPONSE_TIMEOUT_S", 0.5)
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+        frames = [
+            Push(VADUserStartedSpeakingFrame()),
+            SleepFrame(1.0),
+            Push(VADUserStoppedSpeakingFrame()),
+            *llm_turn("Spoken on the quiet spare."),
+        ]
+        down, up = await run(gated(tts), frames)
+        assert not errors(up)
+        assert spoken(emu) == "Spoken on the quiet spare."
         assert audio_seconds(down) > 0.3
