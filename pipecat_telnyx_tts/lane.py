@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from pipecat_telnyx_tts.audio import AudioDecoder
-from pipecat_telnyx_tts.policy import Failure
+from pipecat_telnyx_tts.policy import Attempt, Failure
 from pipecat_telnyx_tts.protocol import (
     ClientMessage,
     ProtocolError,
@@ -55,9 +55,9 @@ class LaneOwner(Protocol):
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
         """The server or the network ended the socket (never called for this client's closes)."""
 
-    async def lane_next_attempt(self, lane: Lane) -> float | None:
-        """Seconds to wait before the next handshake, or None to stop trying (the owner has
-        then dealt with the lane's turn)."""
+    async def lane_next_attempt(self, lane: Lane) -> Attempt | None:
+        """When to start the next handshake (``reserved``) or ask again; None to stop trying
+        (the owner has then dealt with the lane's turn). Times are ``time.monotonic()``."""
 
     async def lane_connect_failed(self, lane: Lane, error: Exception) -> None:
         """The handshake failed."""
@@ -99,6 +99,10 @@ class Lane:
         """The bound turn got audio on this socket."""
         self.failure: Failure | None = None
         """How the server's error frame classes, if one failed the turn."""
+        self.connect_error: tuple[str, Exception, Failure] | None = None
+        """The last failed handshake: what to tell a person, the exception, its class."""
+        self.woke_for: float | None = None
+        """The time of the unreserved attempt the lane last waited for (see ``next_attempt``)."""
         self.connect_deadline: float | None = None
         """When the bound turn must give up getting a socket (set at bind, kept on moves)."""
         self.last_heard = time.monotonic()
@@ -140,6 +144,7 @@ class Lane:
         assert other.decoder is not None and not other.turn_on_wire
         self.bind(other.context_id, other.turn, other.decoder, other.clock)
         self.connect_deadline = other.connect_deadline
+        self.connect_error = other.connect_error
         queued, other.pending = other.pending, []
         other.turn = other.context_id = other.decoder = other.clock = None
         if self.life.open:
@@ -213,14 +218,18 @@ class Lane:
     async def run(self) -> None:
         """Connect (when and as often as the owner says), send init and queued frames, receive."""
         while True:
-            delay = await self._owner.lane_next_attempt(self)
-            if delay is None or self.life.ended:
+            attempt = await self._owner.lane_next_attempt(self)
+            if attempt is None or self.life.ended:
                 self.life.on_ended()
                 return
+            delay = attempt.at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
                 if self.life.ended:
                     return
+            self.woke_for = None if attempt.reserved else attempt.at
+            if not attempt.reserved or attempt.void:
+                continue
             try:
                 ws = await self._connect(self.request)
                 break

@@ -137,29 +137,46 @@ class Backoff:
 class HandshakeLimiter:
     """Handshakes a second to one endpoint, for the whole process (a token bucket, kept as GCRA).
 
-    ``hold`` stops every handshake until a time, as a 429's ``Retry-After`` asks: the other calls
-    of the process would be refused too.
+    A 429 stops every handshake until its ``Retry-After`` (the other calls of the process would
+    be refused too), empties the bucket and halves the rate, once per hold (the refusals of one
+    burst are one signal); each accepted handshake adds back a half a handshake a second,
+    up to ``rate`` (at full use the rate grows by half each second): the process finds the rate
+    Telnyx takes instead of knocking at its own.
     """
 
+    MIN_RATE = 1.0
+    GROWTH = 1.0
+
     def __init__(self, rate: float, burst: int) -> None:
-        self.interval = 1.0 / rate
-        self.tolerance = (burst - 1) * self.interval
+        self.max_rate = self.rate = rate
+        self.burst = burst
         self._tat = 0.0
         """Theoretical arrival time of the next handshake."""
         self._held_until = 0.0
+        self.epoch = 0
+        """Counts 429s: a slot reserved before one is void (those handshakes would be refused)."""
 
     def peek(self, at: float) -> float:
         """The earliest time at or after ``at`` that a handshake could start."""
-        return max(at, self._tat - self.tolerance, self._held_until)
+        tolerance = (self.burst - 1) / self.rate
+        return max(at, self._tat - tolerance, self._held_until)
 
     def take(self, at: float) -> float:
         """Reserve a handshake slot at or after ``at``; returns its time."""
         start = self.peek(at)
-        self._tat = max(self._tat, start) + self.interval
+        self._tat = max(self._tat, start) + 1.0 / self.rate
         return start
 
-    def hold(self, until: float) -> None:
+    def refused(self, now: float, until: float) -> None:
+        """A 429 at ``now``: nobody starts a handshake before ``until``."""
+        if now >= self._held_until:
+            self.rate = max(self.MIN_RATE, self.rate / 2)
+        self.epoch += 1
         self._held_until = max(self._held_until, until)
+        self._tat = max(self._tat, self._held_until + (self.burst - 1) / self.rate)
+
+    def accepted(self) -> None:
+        self.rate = min(self.max_rate, self.rate + self.GROWTH)
 
 
 _LIMITERS: dict[str, HandshakeLimiter] = {}
@@ -217,6 +234,8 @@ class Limits:
     spare_cap: float = 60.0
     """Longest backoff step when no turn waits (and longest ``Retry-After`` honoured for a spare;
     a turn honours any, up to its budget)."""
+    slot_horizon: float = 0.5
+    """Longest wait for a handshake slot that is reserved; a later one is asked for again."""
     likely_for: float = 10.0
     """How long a sign that a turn is coming (the caller stopped speaking, a reply started) keeps
     a spare wanted."""
@@ -225,6 +244,21 @@ class Limits:
     refresh_margin: float = 3.0
     """While a spare is wanted, one with less idle time left than this is replaced (room for a
     handshake before the old one stops being bindable)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """When to act on a handshake: start it (``reserved``) or ask the policy again."""
+
+    at: float
+    reserved: bool
+    limiter: HandshakeLimiter | None = None
+    epoch: int = 0
+
+    @property
+    def void(self) -> bool:
+        """A 429 came after the slot was reserved: ask again instead of starting."""
+        return self.limiter is not None and self.limiter.epoch != self.epoch
 
 
 class Report(enum.Enum):
@@ -258,23 +292,43 @@ class ConnectionPolicy:
 
     # ------------------------------------------------------------------ when to open
 
-    def attempt_at(self, now: float, *, deadline: float | None) -> float | None:
-        """When the next handshake may start, reserving it; None to give up.
+    def next_attempt(
+        self, now: float, *, deadline: float | None, woke_for: float | None = None
+    ) -> Attempt | None:
+        """When the next handshake may start; None to give up.
 
+        While the backoff runs, the answer is when to ask again; once it has run out, a slot of
+        the process's limiter is reserved (so that only imminent attempts hold slots).
         ``deadline`` is a turn's: its attempts are capped at ``turn_cap`` and the last one starts
-        at the deadline rather than not at all. Without one (a spare) the longer cap applies.
+        at the deadline rather than not at all (``woke_for``, the time of the unreserved answer
+        the caller waited for, keeps a wake-up that came late from costing that last try).
+        Without a deadline (a spare) the longer cap applies.
         """
         if self.refused is not None:
             return None
         cap = self.limits.spare_cap if deadline is None else self.limits.turn_cap
         at = max(now, self.backoff.retry_at(cap))
         if deadline is not None:
-            if now >= deadline:
-                return None
+            spent = now > deadline and (woke_for is None or woke_for > deadline)
+            if spent or self.backoff.not_before > deadline:
+                return None  # spent, or Telnyx asked for a wait the turn cannot afford
             at = min(at, deadline)
-            if self.limiter.peek(at) > deadline:
+        if at > now and (deadline is None or at < deadline):
+            return Attempt(at, reserved=False)
+        slot = self.limiter.peek(at)
+        if slot > at + self.limits.slot_horizon:
+            # Only imminent slots are reserved, so that a rate that grows (or a 429 that holds
+            # everyone) applies to the attempts still waiting.
+            if deadline is None:
+                return Attempt(slot, reserved=False)
+            if at >= deadline or now > deadline:
                 return None
-        return self.limiter.take(at)
+            return Attempt(min(slot, deadline), reserved=False)
+        return Attempt(self.limiter.take(at), True, self.limiter, self.limiter.epoch)
+
+    def handshake_ok(self) -> None:
+        """An upgrade was accepted: the process's limiter may speed up again."""
+        self.limiter.accepted()
 
     def spare_allowed(self, now: float) -> bool:
         """Whether a spare may be opened now (nothing refused, no backoff running)."""
@@ -319,7 +373,7 @@ class ConnectionPolicy:
         retry_after = failure.retry_after
         if failure.kind is Kind.RATE_LIMITED:
             retry_after = min(retry_after or 1.0, self.limits.spare_cap)
-            self.limiter.hold(now + retry_after)
+            self.limiter.refused(now, now + retry_after)
         self.backoff.failed(now, retry_after=retry_after)
         self._degrade(now)
         return Report.QUIET

@@ -53,6 +53,7 @@ from pipecat_telnyx_tts.common import DEFAULT_VOICE
 from pipecat_telnyx_tts.failures import check_ws_url, classify_connect_error, error_category
 from pipecat_telnyx_tts.lane import Lane, SendFailed, unsent_text
 from pipecat_telnyx_tts.policy import (
+    Attempt,
     ConnectionPolicy,
     Failure,
     IdleWindow,
@@ -112,7 +113,7 @@ class TelnyxTTSService(TTSService):
     INACTIVITY_TIMEOUT_S: ClassVar[float | None] = 60.0
     """The idle window asked for in the query (None: none); the one the server keeps is learned
     from the closes it makes."""
-    HANDSHAKES_PER_SECOND: ClassVar[float] = 20.0
+    HANDSHAKES_PER_SECOND: ClassVar[float] = 50.0
     HANDSHAKE_BURST: ClassVar[int] = 20
     """Handshakes to one URL, for the whole process: after a network blip, every call of the
     process reconnects within this, not at once."""
@@ -223,7 +224,6 @@ class TelnyxTTSService(TTSService):
         self._reply_request: tuple[str, Request] | None = None
         """The settings in force when the current reply began: a settings update applies from
         the next reply, even if it comes before this one's first text."""
-        self._last_connect_error: tuple[str, Exception, Failure] | None = None
         self._stopping = False
         self._connected = False
         """Whether ``on_connected`` was the last connection event fired."""
@@ -640,16 +640,18 @@ class TelnyxTTSService(TTSService):
 
     # ------------------------------------------------------------------ what lanes report
 
-    async def lane_next_attempt(self, lane: Lane) -> float | None:
+    async def lane_next_attempt(self, lane: Lane) -> Attempt | None:
         """When the lane may try its handshake, as the policy says; a turn out of budget fails."""
         now = time.monotonic()
         if lane.turn is None and (self._stopping or lane not in self._sockets.spares):
             return None  # a spare that failed is not retried: the upkeep opens another
-        at = self._policy.attempt_at(
-            now, deadline=lane.connect_deadline if lane.turn is not None else None
+        attempt = self._policy.next_attempt(
+            now,
+            deadline=lane.connect_deadline if lane.turn is not None else None,
+            woke_for=lane.woke_for,
         )
-        if at is not None:
-            return at - now
+        if attempt is not None:
+            return attempt
         if lane.turn is None:
             self._sockets.forget(lane)
         else:
@@ -658,6 +660,7 @@ class TelnyxTTSService(TTSService):
 
     async def lane_ready(self, lane: Lane) -> None:
         """A handshake went through; that alone proves nothing (the server may close it)."""
+        self._policy.handshake_ok()
         if not self._connected:
             # Once per stretch of being reachable, not per socket: every turn has its own.
             self._connected = True
@@ -707,7 +710,7 @@ class TelnyxTTSService(TTSService):
         """Classify and record the failure; the lane then asks when to try again."""
         failure = classify_connect_error(error, wall=time.time())
         message = self._describe_connect_error(lane.request, error)
-        self._last_connect_error = (message, error, failure)
+        lane.connect_error = (message, error, failure)
         await self._call_event_handler("on_connection_error", message)
         if self._connected:
             self._connected = False
@@ -730,8 +733,9 @@ class TelnyxTTSService(TTSService):
         its text."""
         turn, context_id = lane.turn, lane.context_id
         assert turn is not None and context_id is not None
-        message, error, failure = self._last_connect_error or (
-            "no Telnyx socket within the turn's connect budget",
+        message, error, failure = lane.connect_error or (
+            "no Telnyx handshake could start within the turn's connect budget "
+            "(backing off after failures, or over this process's handshake rate)",
             TimeoutError("connect budget spent"),
             Failure(Kind.TRANSIENT),
         )

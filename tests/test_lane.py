@@ -9,6 +9,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.lane import Lane
+from pipecat_telnyx_tts.policy import Attempt
 from pipecat_telnyx_tts.protocol import AudioMessage, ProtocolError, ServerMessage
 from pipecat_telnyx_tts.request import Request
 from pipecat_telnyx_tts.turn import Turn
@@ -37,8 +38,8 @@ class Recorder:
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
         self.ended.append(detail)
 
-    async def lane_next_attempt(self, lane: Lane) -> float | None:
-        return 0.0
+    async def lane_next_attempt(self, lane: Lane) -> Attempt | None:
+        return Attempt(0.0, reserved=True)
 
     async def lane_connect_failed(self, lane: Lane, error: Exception) -> None:
         raise AssertionError(f"could not connect: {error}")

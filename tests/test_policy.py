@@ -25,6 +25,15 @@ from pipecat_telnyx_tts.policy import (
 TRANSIENT = Failure(Kind.TRANSIENT)
 
 
+def start_at(p: ConnectionPolicy, now: float, *, deadline: float | None) -> float | None:
+    """When a lane following the policy would start its handshake (None: it gives up)."""
+    attempt = p.next_attempt(now, deadline=deadline)
+    while attempt is not None and not attempt.reserved:
+        now = attempt.at
+        attempt = p.next_attempt(now, deadline=deadline)
+    return None if attempt is None else attempt.at
+
+
 def policy(**limits: float) -> ConnectionPolicy:
     """A policy with a limiter that never holds anything back and draws of exactly 1."""
     return ConnectionPolicy(
@@ -72,7 +81,7 @@ def test_a_handshake_is_not_a_success_so_quick_closes_back_off():
     p = policy()
     now, waits = 0.0, []
     for _ in range(6):
-        at = p.attempt_at(now, deadline=None)
+        at = start_at(p, now, deadline=None)
         assert at is not None
         waits.append(at - now)
         now = at + 0.1  # the handshake went through, then the server closed it
@@ -100,12 +109,12 @@ def test_a_permanent_refusal_is_reported_once_and_nothing_is_opened_until_settin
     p.turn_likely(0.0)
     assert p.connect_failed(0.0, classify_server_error("Invalid voice_id specified")) is Report.ONCE
     assert p.connect_failed(0.0, Failure(Kind.PERMANENT, 401)) is Report.QUIET
-    assert p.attempt_at(1.0, deadline=None) is None
-    assert p.attempt_at(1.0, deadline=9.0) is None
+    assert start_at(p, 1.0, deadline=None) is None
+    assert start_at(p, 1.0, deadline=9.0) is None
     assert not p.spare_wanted(1.0)
     assert p.probe_at() is None, "only new settings can help: no probing"
     p.settings_changed()
-    assert p.attempt_at(1.0, deadline=None) == 1.0
+    assert start_at(p, 1.0, deadline=None) == 1.0
     assert p.spare_wanted(1.0)
     assert p.connect_failed(2.0, Failure(Kind.PERMANENT, 404)) is Report.ONCE
 
@@ -118,25 +127,25 @@ def test_retry_after_is_a_floor_for_turns_and_spares_and_holds_the_whole_process
     p = ConnectionPolicy(limiter=limiter, backoff=Backoff(random=lambda: 0.0))
     other_call = ConnectionPolicy(limiter=limiter)
     assert p.connect_failed(10.0, Failure(Kind.RATE_LIMITED, 429, 3.0)) is Report.QUIET
-    assert p.attempt_at(10.2, deadline=None) == pytest.approx(13.0)
-    assert p.attempt_at(10.2, deadline=30.0) == pytest.approx(13.0)
+    assert start_at(p, 10.2, deadline=None) == pytest.approx(13.0)
+    assert start_at(p, 10.2, deadline=30.0) == pytest.approx(13.0)
     # Another call of the same process, which saw no 429 itself, waits too.
-    assert other_call.attempt_at(10.2, deadline=None) == pytest.approx(13.0)
+    assert start_at(other_call, 10.2, deadline=None) == pytest.approx(13.0)
 
 
 def test_a_retry_after_past_a_turns_budget_leaves_it_no_try_and_spares_a_longer_cap():
     p = policy(spare_cap=30.0)
     p.connect_failed(0.0, Failure(Kind.RATE_LIMITED, 429, 3600.0))
-    assert p.attempt_at(0.0, deadline=9.0) is None
-    assert p.attempt_at(0.0, deadline=None) == pytest.approx(30.0)
+    assert start_at(p, 0.0, deadline=9.0) is None
+    assert start_at(p, 0.0, deadline=None) == pytest.approx(30.0)
 
 
 def test_a_spare_backs_off_further_than_a_turn():
     p = policy(turn_cap=2.0, spare_cap=30.0)
     for _ in range(10):
         p.connect_failed(0.0, TRANSIENT)
-    assert p.attempt_at(0.0, deadline=100.0) == pytest.approx(2.0)
-    assert p.attempt_at(0.0, deadline=None) == pytest.approx(30.0)
+    assert start_at(p, 0.0, deadline=100.0) == pytest.approx(2.0)
+    assert start_at(p, 0.0, deadline=None) == pytest.approx(30.0)
 
 
 # ----------------------------------------------------------------------------- 7. budget
@@ -149,9 +158,9 @@ def test_a_turn_uses_its_budget_to_the_end_with_a_last_try_at_the_deadline():
     for _ in range(6):
         p.connect_failed(9.0, TRANSIENT)
     # The next step of backoff (5 s) would end past the deadline: a last try at the deadline.
-    assert p.attempt_at(9.0, deadline=deadline) == pytest.approx(deadline)
+    assert start_at(p, 9.0, deadline=deadline) == pytest.approx(deadline)
     p.connect_failed(deadline, TRANSIENT)
-    assert p.attempt_at(deadline, deadline=deadline) is None
+    assert start_at(p, deadline + 0.01, deadline=deadline) is None
 
 
 # ----------------------------------------------------------------------------- 6. provider outage
@@ -214,3 +223,51 @@ def test_the_process_limiter_spreads_a_burst_of_handshakes():
     assert starts[-1] == pytest.approx(2.0)
     assert all(b >= a for a, b in itertools.pairwise(starts))
     assert limiter.peek(100.0) == 100.0
+
+
+def test_a_429_halves_the_process_rate_once_per_hold_and_acceptance_wins_it_back():
+    limiter = HandshakeLimiter(rate=40.0, burst=10)
+    for _ in range(30):  # one burst's refusals are one signal
+        limiter.refused(now=0.0, until=1.0)
+    assert limiter.rate == 20.0
+    assert limiter.peek(0.0) == 1.0, "nobody starts before the Retry-After"
+    limiter.refused(now=1.5, until=2.5)
+    assert limiter.rate == 10.0
+    for _ in range(100):
+        limiter.accepted()
+    assert limiter.rate == 40.0, "never above the configured rate"
+
+
+def test_a_slot_reserved_before_a_429_is_void():
+    p = policy()
+    attempt = p.next_attempt(0.0, deadline=None)
+    assert attempt is not None and attempt.reserved and not attempt.void
+    p.connect_failed(0.0, Failure(Kind.RATE_LIMITED, 429, 1.0))
+    assert attempt.void, "that handshake would be refused too: ask again"
+
+
+def test_only_imminent_slots_are_reserved():
+    limiter = HandshakeLimiter(rate=1.0, burst=1)
+    p = ConnectionPolicy(limiter=limiter)
+    first = p.next_attempt(0.0, deadline=None)
+    assert first is not None and first.reserved and first.at == 0.0
+    later = p.next_attempt(0.0, deadline=None)
+    assert later is not None and not later.reserved and later.at == 1.0
+    # A turn whose deadline comes before any slot gives up at its deadline, not at once.
+    limiter.refused(now=0.0, until=30.0)
+    waiting = p.next_attempt(0.1, deadline=5.0)
+    assert waiting is not None and not waiting.reserved and waiting.at == 5.0
+    assert p.next_attempt(5.0, deadline=5.0) is None
+
+
+def test_a_last_try_that_wakes_late_is_still_made_once():
+    p = policy(turn_cap=5.0)
+    for _ in range(3):
+        p.connect_failed(10.95, TRANSIENT)
+    wait = p.next_attempt(11.0, deadline=12.0)
+    assert wait is not None and not wait.reserved and wait.at == pytest.approx(11.95)
+    # The event loop was busy: the wake-up comes 50 ms after the deadline.
+    last = p.next_attempt(12.05, deadline=12.0, woke_for=wait.at)
+    assert last is not None and last.reserved
+    p.connect_failed(12.06, TRANSIENT)
+    assert p.next_attempt(12.07, deadline=12.0) is None
