@@ -83,7 +83,7 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
             "--chunk-ms", "100", "--error-after-chunks", "4", "--drop-after-chunks", "5",
             "--close-after-chunks", "6", "--close-code", "1008", "--stall-after-chunks", "7",
             "--fault-count", "2", "--frames-after-force", "1", "--keep-open-after-final",
-            "--mp3-files", "3", "--inject-frame", "{bad",
+            "--mp3-files", "3", "--mp3-untagged", "--inject-frame", "{bad",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
@@ -107,6 +107,7 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
         frames_after_force=1,
         keep_open_after_final=True,
         mp3_files=3,
+        mp3_untagged=True,
         inject_frames=["{bad"],
     )
     assert faults_from_args(ns) == expected

@@ -84,6 +84,9 @@ _FAULT_OPTIONS: dict[str, _Option] = {
         bool, "keep the socket open after the final frame that answers end of sequence"
     ),
     "mp3_files": _Option(int, "separately encoded MP3 files per synthesis, for MP3 output"),
+    "mp3_untagged": _Option(
+        bool, "MP3 files without the Info frame that records encoder delay and padding"
+    ),
 }  # fmt: skip
 _INJECT_HELP = (
     "a raw text frame to send before the first audio chunk of the next synthesis, once; "
