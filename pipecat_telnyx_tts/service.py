@@ -832,7 +832,7 @@ class TelnyxTTSService(TTSService):
             return
         if pcm:
             # A frame opening with an ID3 tag starts an MP3 file, and every synthesis starts one.
-            await self._append_audio(lane, pcm, new_file=data[:3] == b"ID3")
+            await self._append_audio(lane, pcm, new_file=lane.decoder.file_opened)
 
     async def _finish(self, lane: Lane, *, end_context: bool) -> None:
         """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
