@@ -16,6 +16,8 @@ from pipecat_telnyx_tts.emulator.synth import (
     CHARS_PER_SECOND,
     ESPEAK,
     SILENCE_LEVEL,
+    SPEECH_LEAD_SECONDS,
+    SPEECH_TAIL_SECONDS,
     TAIL_SECONDS,
     OutputFormat,
     SynthesisRequest,
@@ -209,3 +211,14 @@ async def test_emulator_process_ships_the_words() -> None:
     word, start, end = synthesis.words[-1]
     assert (word, start, end) == ("friend.", pytest.approx(16 / 14.5), pytest.approx(23 / 14.5))
     assert [word for word, _, _ in synthesis.words] == ["Hello", "there,", "my", "friend."]
+
+
+@needs_espeak
+def test_speech_opens_and_ends_with_a_tts_silence() -> None:
+    audio = synthesize_audio(SynthesisRequest("Hello there. Bye now.", PCM_16K, Signal.SPEECH))
+    loud = np.flatnonzero(np.abs(audio.pcm.astype(np.int32)) > SILENCE_LEVEL)
+    assert loud[0] / 16000 >= SPEECH_LEAD_SECONDS
+    assert (len(audio.pcm) - loud[-1] - 1) / 16000 >= SPEECH_TAIL_SECONDS
+    # The words moved with the audio.
+    assert audio.words[0].start >= SPEECH_LEAD_SECONDS
+    assert abs(audio.words[0].start - loud_from(audio.pcm, 16000)) < 0.1

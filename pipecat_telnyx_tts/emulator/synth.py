@@ -38,6 +38,14 @@ CHARS_PER_SECOND = 14.5
 """Speaking rate of the tone and marker signals, in the 13-16 characters per second of speech."""
 TAIL_SECONDS = 0.15
 """Trailing near-silence after the last syllable, as real TTS leaves."""
+SPEECH_LEAD_SECONDS = 0.08
+SPEECH_TAIL_SECONDS = 0.2
+"""Silence before and after each synthesis of the speech signal. espeak-ng leaves only about 14
+ms before its first sound and 10 ms after its last (measured on five sentences), so syntheses
+played back to back ran together; a neural TTS voice opens with a short breath of silence and
+ends a sentence with a longer one, and these figures (chosen in that range: about 0.3 s between
+two syntheses) make every sentence end audible. The tone signal keeps its own ``TAIL_SECONDS``;
+the marker signal has no silence to add."""
 ID3_ENCODER = "pipecat-telnyx-tts emulator (LAME)"
 SILENCE_LEVEL = 300
 """Sample magnitude at or below which speech counts as silent, about -40 dBFS: espeak-ng's pauses
@@ -524,10 +532,12 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
     # The marker signal's pauses carry the marker too: every sample still names its socket.
     silence_value = request.marker if signal is Signal.MARKER else 0
     pause = max(0, round(rate * request.sentence_pause_ms / 1000))
-    pieces: list[Pcm] = []
+    speech = signal is Signal.SPEECH
+    lead = round(rate * SPEECH_LEAD_SECONDS) if speech else 0
+    pieces: list[Pcm] = [np.zeros(lead, dtype=np.int16)]
     ends: list[int] = []
     words: list[WordSpan] = []
-    offset = 0
+    offset = lead
     for i, sentence in enumerate(sentences):
         pcm, sentence_words = _sentence_audio(request, signal, sentence)
         shift = offset / rate
@@ -538,7 +548,9 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
             pieces.append(np.full(pause, silence_value, dtype=np.int16))
             offset += pause
             ends.append(offset)
-    source = "espeak" if signal is Signal.SPEECH else "signal"
+    if speech:
+        pieces.append(np.zeros(round(rate * SPEECH_TAIL_SECONDS), dtype=np.int16))
+    source = "espeak" if speech else "signal"
     return SynthesizedAudio(np.concatenate(pieces), ends, tuple(words), source)
 
 
