@@ -12,12 +12,13 @@ the spare, :mod:`~pipecat_telnyx_tts.spares`. This module is the pipecat glue ar
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -580,11 +581,12 @@ class TelnyxTTSService(TTSService):
 
     async def _send_turn(self, lane: Lane, messages: list[ClientMessage]) -> None:
         """Send a turn's messages, telling its word clock what text went out."""
-        clock = lane.clock
-        if clock is not None:
-            for message in messages:
-                if isinstance(message, TextMessage):
-                    await self._add_words(lane, clock.text_sent(message.text, flush=message.flush))
+        for message in messages:
+            if isinstance(message, TextMessage):
+                sent = functools.partial(
+                    WordClock.text_sent, text=message.text, flush=message.flush
+                )
+                await self._clock_words(lane, sent)
         await self._send(lane, messages)
 
     async def _send(self, lane: Lane, messages: list[ClientMessage]) -> None:
@@ -796,15 +798,11 @@ class TelnyxTTSService(TTSService):
                 case Audio(data=data):
                     await self._deliver(lane, data)
                 case Announced(text=text, carries_audio=carries_audio):
-                    clock = lane.clock
-                    if clock is not None:
-                        await self._add_words(
-                            lane, clock.announced(text, carries_audio=carries_audio)
-                        )
+                    await self._clock_words(
+                        lane, lambda clock: clock.announced(text, carries_audio=carries_audio)
+                    )
                 case SynthesisFinal():
-                    clock = lane.clock
-                    if clock is not None:
-                        await self._add_words(lane, clock.synthesis_final())
+                    await self._clock_words(lane, WordClock.synthesis_final)
                 case FirstAudioLatency(milliseconds=ms, cached=cached):
                     logger.debug(f"{self}: Telnyx timeToFirstAudioFrameMs={ms} cached={cached}")
                 case Finished():
@@ -850,10 +848,10 @@ class TelnyxTTSService(TTSService):
                 await self.push_error(f"Telnyx audio cannot be decoded: {e}")
         if tail:
             await self._append_audio(lane, tail)
-        clock, lane.clock = lane.clock, None
-        if clock is not None and end_context:
+        if end_context:
             # The turn played out: its remaining words are timed on its complete audio.
-            await self._add_words(lane, clock.finish())
+            await self._clock_words(lane, WordClock.finish)
+        lane.clock = None
         if end_context:
             await self._end_context(context_id)
 
@@ -862,9 +860,29 @@ class TelnyxTTSService(TTSService):
         assert context_id is not None
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=context_id)
         await self.append_to_audio_context(context_id, frame)
+        now = time.monotonic()
+        await self._clock_words(lane, lambda clock: clock.audio(pcm, now, new_file=new_file))
+
+    async def _clock_words(self, lane: Lane, event: Callable[[WordClock], list[TimedWord]]) -> None:
+        """Tell the turn's word clock of ``event`` and pass on the words it releases.
+
+        The clock is an estimate, not the audio: if it fails, the turn goes on without it, and
+        pipecat records the turn's text by sentence when the context ends, as it does for a
+        service without word timestamps.
+        """
         clock = lane.clock
-        if clock is not None:
-            await self._add_words(lane, clock.audio(pcm, time.monotonic(), new_file=new_file))
+        if clock is None:
+            return
+        try:
+            words = event(clock)
+        except Exception as e:
+            lane.clock = None
+            logger.opt(exception=e).warning(
+                f"{self}: word timing failed ({type(e).__name__}: {e}); this turn's text is "
+                "recorded by sentence instead of by word"
+            )
+            return
+        await self._add_words(lane, words)
 
     async def _add_words(self, lane: Lane, words: list[TimedWord]) -> None:
         if lane.context_id is None:
