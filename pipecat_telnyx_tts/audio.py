@@ -429,8 +429,6 @@ class _FileTrim:
 
 def _info_tag(frame: bytes) -> _FileTrim | None:
     """The trim an Info/Xing frame (a tag, not audio) records; None if ``frame`` is audio."""
-    if len(frame) < _MPEG_HEADER_LEN:
-        return None
     version, mono = (frame[1] >> 3) & 0x03, frame[3] >> 6 == 3
     # The tag follows the frame's side info, whose size depends on the version and channels.
     side_info = (17 if mono else 32) if version == 3 else (9 if mono else 17)

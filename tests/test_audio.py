@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import random
 import struct
 import wave
@@ -629,17 +630,51 @@ def test_untagged_mp3_files_lose_only_their_lead() -> None:
 
 
 def test_a_tag_with_a_frame_count_holds_nothing_back() -> None:
-    rate = 24000
+    rate, spf = 24000, mp3_frame_samples(24000)
     pcm = gapless_tone(rate, 1.0)
     (data,) = emulator_files(pcm, rate, 1, info_tag=True)
+    frames = math.ceil((len(pcm) + MP3_CODEC_DELAY) / spf)  # LAME's count, which the tag holds
     decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
 
-    # The whole file but for its last byte: every frame but the last is out already.
+    # The whole file but its last byte: every frame but the last is decoded and all of its
+    # audio is out, none kept back in case it was padding (the count says it is not).
     early = decoder.feed(data[:-1])
-    last = decoder.feed(data[-1:]) + decoder.flush()
+    rest = decoder.feed(data[-1:]) + decoder.flush()
 
-    assert len(early) // 2 >= len(pcm) - mp3_frame_samples(rate)
-    assert (len(early) + len(last)) // 2 == len(pcm)
+    assert len(early) // 2 == (frames - 1) * spf - MP3_CODEC_DELAY
+    assert (len(early) + len(rest)) // 2 == len(pcm)
+
+
+def without_frame_count(data: bytes) -> bytes:
+    """An emulator MP3 file whose Info tag does not give its frame count, as a streaming
+    encoder that writes its tag before it knows the count would leave it."""
+    tag = data.index(b"Info")
+    flags = int.from_bytes(data[tag + 4 : tag + 8], "big")
+    end = data.index(b"\xff", tag)  # the first audio frame after the tag frame
+    frame = data[tag + 4 : end]
+    frame = (flags & ~1).to_bytes(4, "big") + frame[8:] + bytes(4)  # drop the count, keep size
+    return data[:tag] + b"Info" + frame + data[end:]
+
+
+def test_without_a_frame_count_only_the_padding_is_held_back() -> None:
+    rate, spf = 16000, mp3_frame_samples(16000)
+    pcm = gapless_tone(rate, 1.3)
+    files = [without_frame_count(data) for data in emulator_files(pcm, rate, 2, info_tag=True)]
+    half = len(pcm) // 2
+    frames = math.ceil((half + MP3_CODEC_DELAY) / spf)
+    padding = frames * spf - half - MP3_CODEC_DELAY  # what the decoder adds after the audio
+    decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
+
+    early = decoder.feed(files[0][:-1])
+    first = early + decoder.feed(files[0][-1:])
+    rest = decoder.feed(files[1]) + decoder.flush()
+
+    # The file's end is not known until the next file starts: the last decoded samples wait,
+    # exactly as many as the padding, and what waits at the end is dropped as padding.
+    assert 0 < padding < spf
+    assert len(early) // 2 == (frames - 1) * spf - MP3_CODEC_DELAY - padding
+    assert len(first) // 2 == half
+    assert (len(first) + len(rest)) // 2 == len(pcm)
 
 
 def test_tagged_mp3_matches_ffmpegs_own_gapless_length() -> None:
