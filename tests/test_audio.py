@@ -690,3 +690,28 @@ def test_tagged_mp3_matches_ffmpegs_own_gapless_length() -> None:
         out, _ = decode([data], out_rate=rate)
 
         assert len(out) == demuxed == len(pcm)
+
+
+@pytest.mark.parametrize("info_tag", [True, False])
+def test_the_decoder_tells_which_output_opens_a_file(info_tag: bool) -> None:
+    # The word clock takes a file's start as a likely synthesis boundary; the file's first audio
+    # comes out later than its first bytes (the tag and the lead give none).
+    pcm = gapless_tone(24000, 1.5)
+    files = emulator_files(pcm, 24000, 3, info_tag=info_tag)
+    decoder = AudioDecoder(pcm_rate=24000, out_rate=24000)
+    opened_at: list[int] = []
+    first_audio_of_file: list[int] = []
+    produced = 0
+    for data in files:
+        awaiting = True
+        for chunk in (data[:30], data[30:400], data[400:]):  # tag, lead, the rest
+            out = decoder.feed(chunk)
+            if decoder.file_opened:
+                opened_at.append(produced)
+            if out and awaiting:
+                first_audio_of_file.append(produced)
+                awaiting = False
+            produced += len(out)
+
+    assert opened_at == first_audio_of_file
+    assert len(opened_at) == 3
