@@ -443,11 +443,10 @@ def _info_tag(frame: bytes) -> _FileTrim | None:
         at += 4
     at += 4 * bool(flags & _XING_FLAG_BYTES) + _XING_TOC_LEN * bool(flags & _XING_FLAG_TOC)
     at += 4 * bool(flags & _XING_FLAG_QUALITY)
-    delays = frame[at + _LAME_DELAYS_AT : at + _LAME_DELAYS_AT + 3]
-    if frame[at : at + 4] not in _LAME_VERSIONS or len(delays) < 3:
+    if frame[at : at + 4] not in _LAME_VERSIONS:
         # A tag without delays: only the assumption for untagged files is left.
         return _FileTrim.untagged()
-    packed = int.from_bytes(delays, "big")
+    packed = int.from_bytes(frame[at + _LAME_DELAYS_AT : at + _LAME_DELAYS_AT + 3], "big")
     delay, padding = packed >> 12, packed & 0xFFF
     per_frame = 1152 if version == 3 else 576
     total = frames * per_frame if frames is not None else None

@@ -715,3 +715,56 @@ def test_the_decoder_tells_which_output_opens_a_file(info_tag: bool) -> None:
 
     assert opened_at == first_audio_of_file
     assert len(opened_at) == 3
+
+
+def ffmpeg_mp3_file(pcm: NDArray, rate: int, *, vbr: bool) -> bytes:
+    """An MP3 file as FFmpeg writes one (libmp3lame through its muxer): an Info tag for CBR, a
+    Xing tag with its seek table for VBR, both with the LAME extension FFmpeg fills in."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout="mono")
+        if vbr:
+            stream.codec_context.qscale = 4
+            stream.codec_context.flags |= 2  # AV_CODEC_FLAG_QSCALE: quality, not bitrate
+        else:
+            stream.bit_rate = 48000
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 44100])
+@pytest.mark.parametrize("vbr", [False, True])
+def test_ffmpeg_written_tags_are_read_as_ffmpeg_reads_them(rate: int, vbr: bool) -> None:
+    import av
+
+    pcm = gapless_tone(rate, 1.37)
+    data = ffmpeg_mp3_file(pcm, rate, vbr=vbr)
+    assert (b"Xing" if vbr else b"Info") in data[:200]
+    with av.open(io.BytesIO(data), format="mp3") as container:
+        demuxed = sum(frame.samples for frame in container.decode(audio=0))
+
+    out, _ = decode(split_at_random(data, seed=rate), out_rate=rate)
+
+    assert len(out) == demuxed
+    assert abs(len(out) - len(pcm)) < mp3_frame_samples(rate)
+
+
+def test_a_xing_tag_without_the_lame_extension_falls_back_to_lames_delay() -> None:
+    # Only a LAME-format extension (named LAME, Lavf or Lavc, as FFmpeg checks) holds delays;
+    # without it the file is trimmed as an untagged one, and its tag frame is still no audio.
+    rate = 24000
+    pcm = gapless_tone(rate, 1.0)
+    (data,) = emulator_files(pcm, rate, 1, info_tag=True)
+    lame = data.index(b"LAME3.100")
+    bare = data[:lame] + bytes(36) + data[lame + 36 :]
+
+    out, _ = decode([bare], out_rate=rate)
+
+    assert len(pcm) <= len(out) < len(pcm) + mp3_frame_samples(rate)
+    error = out[: len(pcm)].astype(np.float64) - pcm
+    assert np.sqrt(np.mean(error**2)) < GAPLESS_MAX_RMS_ERROR
