@@ -218,8 +218,9 @@ async def test_emulator_process_ships_the_words() -> None:
 def test_speech_opens_and_ends_with_a_tts_silence() -> None:
     audio = synthesize_audio(SynthesisRequest("Hello there. Bye now.", PCM_16K, Signal.SPEECH))
     loud = np.flatnonzero(np.abs(audio.pcm.astype(np.int32)) > SILENCE_LEVEL)
-    assert loud[0] / 16000 >= SPEECH_LEAD_SECONDS
-    assert (len(audio.pcm) - loud[-1] - 1) / 16000 >= SPEECH_TAIL_SECONDS
+    # espeak-ng alone leaves about 14 ms before and 10 ms after.
+    assert loud[0] / 16000 >= SPEECH_LEAD_SECONDS >= 0.05
+    assert (len(audio.pcm) - loud[-1] - 1) / 16000 >= SPEECH_TAIL_SECONDS >= 0.15
     # The words moved with the audio.
     assert audio.words[0].start >= SPEECH_LEAD_SECONDS
     assert abs(audio.words[0].start - loud_from(audio.pcm, 16000)) < 0.1
