@@ -28,9 +28,10 @@ Heard: the audio played when the ``InterruptionFrame`` reached the device (whole
 part of the one playing), as seconds of the reply's decoded audio, mapped onto the emulator's
 record of that reply's socket: its syntheses in order, each with its words' places in its PCM
 (``words``, from espeak-ng's word events for the speech signal, exact for the tone signal). MP3
-adds, per file, the decoder's lead-in (576 samples of encoder delay plus 529 of decoder delay)
-and whole-frame padding; both are modelled exactly (``mp3_decoded_samples``), and checked on
-every complete reply by comparing the audio played with the timeline. A word is heard when its
+files carry an Info tag by default and decode to exactly their PCM; untagged files
+(``Faults.mp3_untagged``) keep their whole-frame padding once the decoder trims LAME's lead; both
+are modelled exactly (``mp3_decoded_samples``), and checked on every complete reply by comparing
+the audio played with the timeline. A word is heard when its
 start is before the position. Recorded: the words of the assistant messages the context holds at
 the end of the run. Both are compared as normalized words (lowercase, punctuation stripped).
 
@@ -274,16 +275,21 @@ def plan_runs(config: ContextConfig, behaviours: tuple[str, ...]) -> list[RunPla
 # --------------------------------------------------------------------------- timeline
 
 
-def mp3_decoded_samples(samples: int, rate: int) -> int:
+def mp3_decoded_samples(samples: int, rate: int, *, tagged: bool = True) -> int:
     """Samples one MP3 file of ``samples`` input samples decodes to, with the emulator's LAME
-    settings and pipecat_telnyx_tts's decoder: whole frames, taking in the 576 samples of
-    encoder delay and the flush (measured; tests/test_context_benchmark.py checks it against
-    both)."""
+    settings and pipecat_telnyx_tts's decoder: exactly ``samples`` when the file's Info tag
+    records its delay and padding; untagged, LAME's whole frames (taking in the 576 samples of
+    encoder delay and the flush) less the lead the decoder trims, so the padding stays
+    (measured; tests/test_context_benchmark.py checks it against both)."""
     if samples <= 0:
         return 0
+    if tagged:
+        return samples
     if rate >= 32000:  # MPEG-1 Layer III
-        return 1152 * (math.ceil(samples / 1152) + 1)
-    return 576 * (math.ceil(samples / 576) + 2)  # MPEG-2 and 2.5: half-size frames
+        frames = 1152 * (math.ceil(samples / 1152) + 1)
+    else:
+        frames = 576 * (math.ceil(samples / 576) + 2)  # MPEG-2 and 2.5: half-size frames
+    return frames - MP3_LEAD_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -296,7 +302,7 @@ class Piece:
 
 
 def decoded_layout(
-    samples: int, rate: int, *, mp3: bool, mp3_files: int
+    samples: int, rate: int, *, mp3: bool, mp3_files: int, mp3_tagged: bool = True
 ) -> tuple[list[Piece], float]:
     """Where a synthesis's PCM lies in the audio the client decodes from it, and how long that
     audio is, in seconds. MP3 files are cut as ``synth.file_cuts`` cuts a single sentence."""
@@ -307,8 +313,8 @@ def decoded_layout(
     bounds = [0, *file_cuts([], samples, mp3_files), samples]
     pieces, at = [], 0
     for a, b in itertools.pairwise(bounds):
-        pieces.append(Piece((at + MP3_LEAD_SAMPLES) / rate, a / rate, (b - a) / rate))
-        at += mp3_decoded_samples(b - a, rate)
+        pieces.append(Piece(at / rate, a / rate, (b - a) / rate))
+        at += mp3_decoded_samples(b - a, rate, tagged=mp3_tagged)
     return pieces, at / rate
 
 
@@ -397,7 +403,13 @@ class Timeline:
 
 
 def timeline(
-    syntheses: list[Synthesis], *, rate: int, mp3: bool, pause_ms: int, mp3_files: int
+    syntheses: list[Synthesis],
+    *,
+    rate: int,
+    mp3: bool,
+    pause_ms: int,
+    mp3_files: int,
+    mp3_tagged: bool = True,
 ) -> Timeline:
     """The timeline of the syntheses that sent audio (a synthesis forced before its first chunk
     sent nothing; one cut by the force lies after the barge-in anyway)."""
@@ -408,7 +420,9 @@ def timeline(
         synth_rate = s.sample_rate or rate
         samples = round(s.audio_seconds * synth_rate)
         is_mp3 = getattr(s, "mp3", mp3)
-        pieces, seconds = decoded_layout(samples, synth_rate, mp3=is_mp3, mp3_files=mp3_files)
+        pieces, seconds = decoded_layout(
+            samples, synth_rate, mp3=is_mp3, mp3_files=mp3_files, mp3_tagged=mp3_tagged
+        )
         spans = synthesis_words(s, pause_ms=pause_ms, mp3=is_mp3, mp3_files=mp3_files)
         if is_mp3 and mp3_files > 1 and len(split_sentences(spoken_text(s.text))) > 1:
             out.approximate = True
@@ -799,6 +813,7 @@ def judge(
         mp3=plan.audio == "mp3",
         pause_ms=config.faults.sentence_pause_ms,
         mp3_files=config.faults.mp3_files,
+        mp3_tagged=not config.faults.mp3_untagged,
     )
     position = seen["heard_position_s"]
     heard = tl.heard(position) if position is not None else len(tl.words)

@@ -6,6 +6,9 @@ was asked, some switch to raw PCM, some send WAV. So the bytes are sniffed inste
 MP3 needs care because one synthesis can be several MP3 files back to back, each opening with an
 ID3v2 tag at the start of a WebSocket frame. An MPEG decoder fed the plain concatenation stumbles
 on the tag in the middle, so tags are cut out at chunk starts before the bytes reach the decoder.
+And each file carries its encoder's delay and padding, which would play as a gap at every join:
+they are trimmed per file, as the file's Info tag records them, or by LAME's delay when it has no
+tag (see ``_FileTrim``).
 
 This module is sans-I/O: the caller feeds the decoded base64 payloads in arrival order and gets
 PCM back, so it can be tested and benchmarked without a socket or an event loop.
@@ -370,18 +373,107 @@ def _id3_tag_length(header: bytes) -> int | None:
     return _ID3_HEADER_LEN + size + footer
 
 
-class _Mp3Stream:
-    """MP3 through FFmpeg's parser and fixed-point decoder, with ID3v2 tags cut out.
+# Where gapless MP3 comes from (FFmpeg's mp3dec.c does the same): a file written whole opens with an
+# Info (constant bitrate) or Xing (variable) frame, a silent MPEG frame whose side info is followed
+# by the tag; its LAME extension records how many samples of silence the encoder put before the
+# audio and after it. A decoder adds its own filter delay on top, 529 samples for every file.
+_MPEG_DECODER_DELAY = 529
+LAME_ENCODER_DELAY = 576
+"""Encoder delay assumed for a file whose tag does not give one: LAME's, which every LAME-based
+encoder (the LAME tool, FFmpeg's libmp3lame, lameenc) uses."""
+_XING_FLAG_FRAMES = 0x1
+_XING_FLAG_BYTES = 0x2
+_XING_FLAG_TOC = 0x4
+_XING_FLAG_QUALITY = 0x8
+_XING_TOC_LEN = 100
+_LAME_DELAYS_AT = 21  # bytes from the LAME extension's version string to its delay fields
+_LAME_VERSIONS = (b"LAME", b"Lavf", b"Lavc")
 
-    One codec context lives for the whole synthesis so the bit reservoir and the synthesis filter
-    carry across chunk and file boundaries: decoding chunk by chunk gives the same samples as
-    decoding everything at once. The fixed-point decoder ("mp3", not "mp3float") is used because
-    it already outputs s16, which is what the pipeline wants.
+
+class _FileTrim:
+    """Which decoded samples of one MP3 file are its audio: not the encoder delay and decoder
+    delay before it, not the padding after it.
+
+    With a frame count the file's end is known in advance and nothing is held back. Without
+    one, the last ``tail`` samples decoded are held until the next frame shows they were not the
+    end; a file's end (a new file, or the end of the synthesis) drops them.
+    """
+
+    def __init__(self, skip: int, tail: int, total: int | None) -> None:
+        self._skip = skip
+        self._tail = tail
+        self._end = None if total is None else total - tail
+        self._position = 0
+        self._held = np.zeros(0, dtype=np.int16)
+
+    @classmethod
+    def untagged(cls) -> _FileTrim:
+        """A file without delays on record: LAME's delay is assumed; its padding (under one
+        frame) cannot be told from audio, so it is kept."""
+        return cls(LAME_ENCODER_DELAY + _MPEG_DECODER_DELAY, 0, None)
+
+    def take(self, samples: NDArray[np.int16]) -> NDArray[np.int16]:
+        """The audio among the next decoded ``samples`` of the file that can be played now."""
+        start = self._position
+        self._position += len(samples)
+        low = max(self._skip - start, 0)
+        high = len(samples) if self._end is None else min(len(samples), self._end - start)
+        samples = samples[low:high] if high > low else samples[:0]
+        if self._end is not None or not self._tail:
+            return samples
+        if len(self._held):
+            samples = np.concatenate((self._held, samples))
+        self._held = samples[-self._tail :]
+        return samples[: -self._tail]
+
+
+def _info_tag(frame: bytes) -> _FileTrim | None:
+    """The trim an Info/Xing frame (a tag, not audio) records; None if ``frame`` is audio."""
+    version, mono = (frame[1] >> 3) & 0x03, frame[3] >> 6 == 3
+    # The tag follows the frame's side info, whose size depends on the version and channels.
+    side_info = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    at = _MPEG_HEADER_LEN + side_info
+    if frame[at : at + 4] not in (b"Xing", b"Info"):
+        return None
+    flags = int.from_bytes(frame[at + 4 : at + 8], "big")
+    at += 8
+    frames = None
+    if flags & _XING_FLAG_FRAMES:
+        frames = int.from_bytes(frame[at : at + 4], "big") or None
+        at += 4
+    at += 4 * bool(flags & _XING_FLAG_BYTES) + _XING_TOC_LEN * bool(flags & _XING_FLAG_TOC)
+    at += 4 * bool(flags & _XING_FLAG_QUALITY)
+    if frame[at : at + 4] not in _LAME_VERSIONS:
+        # A tag without delays: only the assumption for untagged files is left.
+        return _FileTrim.untagged()
+    packed = int.from_bytes(frame[at + _LAME_DELAYS_AT : at + _LAME_DELAYS_AT + 3], "big")
+    delay, padding = packed >> 12, packed & 0xFFF
+    per_frame = 1152 if version == 3 else 576
+    total = frames * per_frame if frames is not None else None
+    return _FileTrim(delay + _MPEG_DECODER_DELAY, max(padding - _MPEG_DECODER_DELAY, 0), total)
+
+
+class _Mp3Stream:
+    """MP3 through FFmpeg's parser and fixed-point decoder, with ID3v2 tags cut out, each file
+    decoded gaplessly.
+
+    A synthesis can be several MP3 files, and every file carries its encoder's delay and
+    padding: decoded as one stream, each file would add about 50 ms of silence. So each file
+    gets its own decoder (as a player opening the file would) and its own trim (``_FileTrim``,
+    from its Info tag, or LAME's delay when it has none). A file starts where an ID3 tag opens a
+    chunk or an Info frame arrives. One parser serves the whole synthesis: it hands over each
+    frame as soon as its last byte arrives, so chunk boundaries leave no trace. The fixed-point
+    decoder ("mp3", not "mp3float") is used because it already outputs s16.
     """
 
     def __init__(self, converter: _RateConverter) -> None:
         self._converter = converter
+        self._parser = av.CodecContext.create("mp3", "r")
         self._codec = av.CodecContext.create("mp3", "r")
+        self._trim = _FileTrim.untagged()
+        self._file_has_audio = False  # whether the current file has decoded a frame yet
+        self.file_opened = False  # whether the PCM last returned holds a file's first audio
+        self._file_pending = True  # a file started and has not returned audio yet
         self._id3_head = b""  # start of a possible ID3 header that a chunk ended inside
         self._id3_skip = 0  # bytes of the current ID3 tag still to cut out
         self._mpeg_bytes = 0
@@ -390,6 +482,7 @@ class _Mp3Stream:
         self._warned = False
 
     def feed(self, chunk: bytes) -> bytes:
+        self.file_opened = False
         if self._id3_skip:
             cut = min(self._id3_skip, len(chunk))
             self._id3_skip -= cut
@@ -401,7 +494,7 @@ class _Mp3Stream:
             return b""
         self._mpeg_bytes += len(data)
         self._bytes_since_audio += len(data)
-        out = self._decode(self._codec.parse(data))
+        out = self._decode(self._parser.parse(data))
         if self._bytes_since_audio > MAX_UNDECODABLE_MP3_BYTES:
             raise AudioDecodeError(
                 f"MP3 data could not be decoded after {self._bytes_since_audio} bytes"
@@ -411,14 +504,23 @@ class _Mp3Stream:
     def flush(self) -> bytes:
         """Decode what is held back and check that the synthesis decoded at all.
 
-        FFmpeg's MPEG audio parser hands over each frame as soon as its last byte arrives and
-        the decoder has no delay, so the codec itself holds nothing to drain. Only a final
-        chunk shorter than an ID3 header, held in case it was one, is still undecoded.
+        The parser hands over each frame as soon as its last byte arrives and the decoder has no
+        delay, so the codec itself holds nothing to drain. Only a final chunk shorter than an
+        ID3 header, held in case it was one, is still undecoded; what the trim held back is the
+        last file's padding.
         """
-        out = self._decode(self._codec.parse(self._id3_head)) if self._id3_head else b""
+        self.file_opened = False
+        out = self._decode(self._parser.parse(self._id3_head)) if self._id3_head else b""
         if self._mpeg_bytes and not self._decoded_any:
             raise AudioDecodeError(f"MP3 data could not be decoded after {self._mpeg_bytes} bytes")
         return out
+
+    def _new_file(self, trim: _FileTrim) -> None:
+        if self._file_has_audio:
+            self._codec = av.CodecContext.create("mp3", "r")
+        self._trim = trim
+        self._file_has_audio = False
+        self._file_pending = True
 
     def _strip_id3_at_file_start(self, data: bytes) -> bytes:
         """Cut the ID3v2 tags that open ``data``, which sits where a new MP3 file may start.
@@ -434,6 +536,7 @@ class _Mp3Stream:
             tag_length = _id3_tag_length(data[:_ID3_HEADER_LEN])
             if tag_length is None:
                 break
+            self._new_file(_FileTrim.untagged())
             if tag_length > len(data):
                 self._id3_skip = tag_length - len(data)
                 return b""
@@ -446,20 +549,30 @@ class _Mp3Stream:
         run: list[NDArray[np.int16]] = []
         run_rate = 0
         for packet in packets:
+            trim = _info_tag(bytes(packet))
+            if trim is not None:
+                self._new_file(trim)
+                continue
             try:
                 frames = self._codec.decode(packet)
             except av.error.FFmpegError as exc:
                 self._report_bad_packet(exc)
                 continue
             for frame in frames:
+                self._decoded_any = self._file_has_audio = True
+                self._bytes_since_audio = 0
+                planes = frame.to_ndarray()  # s16p: one row per channel
+                mono = planes[0] if len(planes) == 1 else planes.mean(axis=0).astype(np.int16)
+                samples = self._trim.take(mono)
+                if not len(samples):
+                    continue
                 if frame.sample_rate != run_rate and run:
                     out.append(self._converter.convert(np.concatenate(run), run_rate))
                     run = []
                 run_rate = frame.sample_rate
-                planes = frame.to_ndarray()  # s16p: one row per channel
-                run.append(planes[0] if len(planes) == 1 else planes.mean(axis=0).astype(np.int16))
-                self._decoded_any = True
-                self._bytes_since_audio = 0
+                run.append(samples)
+                if self._file_pending:
+                    self.file_opened, self._file_pending = True, False
         if run:
             out.append(self._converter.convert(np.concatenate(run), run_rate))
         return b"".join(out)
@@ -502,6 +615,12 @@ class AudioDecoder:
     def source_rate(self) -> int | None:
         """Rate of the decoded audio before resampling; None until the first audio is decoded."""
         return self._converter.rate
+
+    @property
+    def file_opened(self) -> bool:
+        """Whether the PCM the last :meth:`feed` returned holds the first audio of an MP3 file
+        (every synthesis opens one; a synthesis may hold several)."""
+        return isinstance(self._stream, _Mp3Stream) and self._stream.file_opened
 
     def feed(self, chunk: bytes) -> bytes:
         """Decode one chunk; returns the PCM available now, possibly b"".

@@ -14,6 +14,7 @@ socket, :mod:`.lane` and :mod:`.socket_state`; turn audio and words into pipecat
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -552,13 +553,12 @@ class TelnyxTTSService(TTSService):
 
     async def _send_turn(self, lane: Lane, messages: list[ClientMessage]) -> None:
         """Send a turn's messages, telling its word clock what text went out."""
-        clock = lane.clock
-        if clock is not None:
-            for message in messages:
-                if isinstance(message, TextMessage):
-                    await self._output.add_words(
-                        lane, clock.text_sent(message.text, flush=message.flush)
-                    )
+        for message in messages:
+            if isinstance(message, TextMessage):
+                sent = functools.partial(
+                    WordClock.text_sent, text=message.text, flush=message.flush
+                )
+                await self._output.clock_words(lane, sent)
         await self._send(lane, messages)
 
     async def _send(self, lane: Lane, messages: list[ClientMessage]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,7 +26,7 @@ from pipecat_telnyx_tts.turn import (
     FirstAudioLatency,
     SynthesisFinal,
 )
-from pipecat_telnyx_tts.word_timing import TimedWord
+from pipecat_telnyx_tts.word_timing import TimedWord, WordClock
 
 if TYPE_CHECKING:
     from pipecat_telnyx_tts.lane import Lane
@@ -81,15 +82,11 @@ class TurnOutput:
                 case Audio(data=data):
                     await self._deliver(lane, data)
                 case Announced(text=text, carries_audio=carries_audio):
-                    clock = lane.clock
-                    if clock is not None:
-                        await self.add_words(
-                            lane, clock.announced(text, carries_audio=carries_audio)
-                        )
+                    await self.clock_words(
+                        lane, lambda clock: clock.announced(text, carries_audio=carries_audio)
+                    )
                 case SynthesisFinal():
-                    clock = lane.clock
-                    if clock is not None:
-                        await self.add_words(lane, clock.synthesis_final())
+                    await self.clock_words(lane, WordClock.synthesis_final)
                 case FirstAudioLatency(milliseconds=ms, cached=cached):
                     logger.debug(f"Telnyx timeToFirstAudioFrameMs={ms} cached={cached}")
                 case Finished():
@@ -120,8 +117,7 @@ class TurnOutput:
         if pcm:
             if not lane.had_audio:
                 await self._host.audio_heard(lane)
-            # A frame opening with an ID3 tag starts an MP3 file, and every synthesis starts one.
-            await self._append_audio(lane, pcm, new_file=data[:3] == b"ID3")
+            await self._append_audio(lane, pcm, new_file=lane.decoder.file_opened)
 
     async def _finish(self, lane: Lane, *, end_context: bool) -> None:
         """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
@@ -139,10 +135,10 @@ class TurnOutput:
                 await self._host.turn_failed(lane, f"Telnyx audio cannot be decoded: {e}")
         if tail:
             await self._append_audio(lane, tail)
-        clock, lane.clock = lane.clock, None
-        if clock is not None and end_context:
+        if end_context:
             # The turn played out: its remaining words are timed on its complete audio.
-            await self.add_words(lane, clock.finish())
+            await self.clock_words(lane, WordClock.finish)
+        lane.clock = None
         if end_context:
             await self.end_context(context_id)
 
@@ -151,9 +147,29 @@ class TurnOutput:
         assert context_id is not None
         frame = TTSAudioRawFrame(pcm, self._host.sample_rate, 1, context_id=context_id)
         await self._host.append_to_audio_context(context_id, frame)
+        now = time.monotonic()
+        await self.clock_words(lane, lambda clock: clock.audio(pcm, now, new_file=new_file))
+
+    async def clock_words(self, lane: Lane, event: Callable[[WordClock], list[TimedWord]]) -> None:
+        """Tell the turn's word clock of ``event`` and pass on the words it releases.
+
+        The clock is an estimate, not the audio: if it fails, the turn goes on without it, and
+        pipecat records the turn's text by sentence when the context ends, as it does for a
+        service without word timestamps.
+        """
         clock = lane.clock
-        if clock is not None:
-            await self.add_words(lane, clock.audio(pcm, time.monotonic(), new_file=new_file))
+        if clock is None:
+            return
+        try:
+            words = event(clock)
+        except Exception as e:
+            lane.clock = None
+            logger.opt(exception=e).warning(
+                f"word timing failed ({type(e).__name__}: {e}); this turn's text is recorded "
+                "by sentence instead of by word"
+            )
+            return
+        await self.add_words(lane, words)
 
     async def add_words(self, lane: Lane, words: list[TimedWord]) -> None:
         if lane.context_id is None:

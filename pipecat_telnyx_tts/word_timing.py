@@ -138,6 +138,16 @@ class _Unit:
     """The latest estimate of its start and of its first sound (final once its words are out)."""
 
 
+@dataclass(frozen=True)
+class _Span:
+    """Where one unit's speech lies in the audio, for placing its words by weight."""
+
+    first: int
+    onset: float
+    offset: float
+    weight: float
+
+
 @dataclass
 class _Chunk:
     content: float
@@ -459,11 +469,13 @@ class WordClock:
             self._spent_weight + PRIOR_WEIGHT
         )
 
-    def _layout(self, first: int) -> tuple[dict[int, float], list[float], list[bool]]:
-        """The estimated start in the audio of each word of the units from ``first`` on, where
-        those units start (and, last, where the last one laid out ends), and whether each start
-        is settled (marked, or found in audio that has all arrived). Units wholly beyond the audio
-        received are left out unless the turn is finished: none of their words can be due."""
+    def _layout(self, first: int) -> tuple[list[_Span], list[float], list[bool]]:
+        """Where the speech of each unit from ``first`` on lies in the audio, where those units
+        start (and, last, where the last one laid out ends), and whether each start is settled
+        (marked, or found in audio that has all arrived). Units wholly beyond the audio received
+        are left out unless the turn is finished: none of their words can be due. Words are
+        placed by :meth:`_position` only when asked, so a chunk costs the words it releases,
+        not every word of the synthesis."""
         units = self._units
         total = len(self._words)
         stops = [u.first for u in units[1:]] + [total]
@@ -541,7 +553,7 @@ class WordClock:
             # Audio beyond the prediction, with no later text, is still this synthesis's.
             end_of_laid = max(predicted, self._received if not self._partial else predicted)
         bounds = [*starts, max(end_of_laid, starts[-1])]
-        positions: dict[int, float] = {}
+        spans: list[_Span] = []
         for n, k in enumerate(range(first, last + 1)):
             unit = units[k]
             onset, end = unit.onset, bounds[n + 1]
@@ -552,22 +564,27 @@ class WordClock:
                 offset = self._offset(end, onset)
             else:
                 offset = max(onset, end - rate * self._words[stops[k] - 1].pause)
-            weight = self._weight(unit.first, stops[k])
-            for i in range(unit.first, stops[k]):
-                share = (self._cum[i] - self._cum[unit.first]) / weight if weight > 0 else 0.0
-                positions[i] = onset + max(0.0, offset - onset) * min(1.0, share)
-        return positions, bounds, settled
+            spans.append(_Span(unit.first, onset, offset, self._weight(unit.first, stops[k])))
+        return spans, bounds, settled
+
+    def _position(self, span: _Span, i: int) -> float:
+        """Where word ``i`` starts: its unit's speech shared by weight."""
+        if span.weight <= 0:
+            return span.onset
+        share = (self._cum[i] - self._cum[span.first]) / span.weight
+        return span.onset + max(0.0, span.offset - span.onset) * min(1.0, share)
 
     def _due(self) -> list[TimedWord]:
         if self._released >= len(self._words) or (not self._chunks and not self._finished):
             return []
         first = bisect.bisect_right(self._firsts, self._released) - 1
-        positions, starts, settled = self._layout(first)
+        spans, starts, settled = self._layout(first)
         out: list[TimedWord] = []
         for i in range(self._released, len(self._words)):
-            if i not in positions:
-                break
             n = bisect.bisect_right(self._firsts, i) - 1 - first
+            if n >= len(spans):
+                break
+            position = self._position(spans[n], i)
             if not (self._finished or settled[n]) and i == self._units[first + n].first:
                 # Where this synthesis starts is still only a guess that more audio will
                 # improve; its words wait for it.
@@ -576,11 +593,11 @@ class WordClock:
             complete = self._finished or (
                 n + 1 < len(settled) and settled[n + 1] and starts[n + 1] <= self._received
             )
-            if not (complete or positions[i] + GUARD_S <= self._received):
+            if not (complete or position + GUARD_S <= self._received):
                 break
             # A released time is final, so a later, better estimate may not put a word before
             # one already released.
-            self._last_seconds = max(self._timeline(positions[i]), self._last_seconds)
+            self._last_seconds = max(self._timeline(position), self._last_seconds)
             word = self._words[i]
             out.append(TimedWord(word.text, self._last_seconds, word.spaced))
         self._released += len(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import random
 import struct
 import wave
@@ -25,9 +26,10 @@ from pipecat_telnyx_tts.audio import (
     AudioFormat,
     sniff_audio_format,
 )
+from pipecat_telnyx_tts.emulator import synth
 
 # LAME delays the audio by its encoder delay (576 samples) and the decoder adds its own
-# synthesis delay (529 samples), so each decoded file is at least this much longer than its PCM.
+# synthesis delay (529 samples): this much lead before each file's audio, which the decoder trims.
 MP3_CODEC_DELAY = 576 + 529
 SINE_HZ = 1000.0
 # A wrong rate anywhere moves the pitch by at least 8% (22050 vs 24000); gaps between files
@@ -41,10 +43,9 @@ def mp3_frame_samples(rate: int) -> int:
 
 
 def mp3_length_bounds(source_samples: int, rate: int) -> tuple[int, int]:
-    """Decoded length of one LAME file: the PCM plus both delays, plus end padding of under two
-    frames (the last partial frame and LAME's flush frame). A frame lost or doubled falls out."""
-    low = source_samples + MP3_CODEC_DELAY
-    return low, low + 2 * mp3_frame_samples(rate)
+    """Decoded length of one untagged LAME file: the PCM, its lead trimmed, plus the end padding
+    that no tag records (under one frame). A frame lost or doubled falls out."""
+    return source_samples, source_samples + mp3_frame_samples(rate)
 
 
 def sine(rate: int, seconds: float, freq: float = SINE_HZ, amplitude: float = 0.5) -> NDArray:
@@ -253,7 +254,8 @@ def test_mp3_audio_comes_out_of_the_first_chunk() -> None:
 
     first = decoder.feed(tag + data[: 10 * 144])
 
-    assert len(first) == 10 * 576 * 2  # every complete frame, nothing held back
+    # Every complete frame, less the lead of an untagged file; nothing held back.
+    assert len(first) == (10 * 576 - MP3_CODEC_DELAY) * 2
 
 
 def test_mp3_decodes_byte_by_byte() -> None:
@@ -272,9 +274,11 @@ def test_id3_tags_are_cut_out_not_decoded() -> None:
     bare = [encode_mp3(sine(rate, seconds), rate) for rate, seconds in rates_and_seconds]
 
     tagged_out, _ = decode(telnyx_chunks(files, seed=7), out_rate=24000)
-    bare_out, decoder = decode(bare, out_rate=24000)
+    # Without tags nothing shows where a bare file ends, so each is decoded on its own.
+    decoded_bare = [decode([data], out_rate=24000) for data in bare]
+    bare_out = np.concatenate([out for out, _ in decoded_bare])
 
-    assert decoder.format is AudioFormat.MP3  # sniffed from the frame sync alone
+    assert decoded_bare[0][1].format is AudioFormat.MP3  # sniffed from the frame sync alone
     np.testing.assert_array_equal(tagged_out, bare_out)
 
 
@@ -541,3 +545,226 @@ def test_garbage_never_raises_anything_but_audio_decode_error() -> None:
         except AudioDecodeError:
             outcomes.add("AudioDecodeError")
     assert outcomes == {"decoded", "AudioDecodeError"}  # both paths really were exercised
+
+
+# --- gapless MP3: each file's delay and padding trimmed -------------------------------------------
+
+GAPLESS_TONE_HZ = 300.0
+GAPLESS_AMPLITUDE = 8000
+# 48 kbit/s LAME leaves about 280 RMS of coding error on this tone; one sample of misalignment
+# anywhere adds at least 300 more (at 48 kHz, more at lower rates), a whole gap thousands.
+GAPLESS_MAX_RMS_ERROR = 400.0
+
+
+def gapless_tone(rate: int, seconds: float) -> NDArray:
+    t = np.arange(round(rate * seconds)) / rate
+    return (GAPLESS_AMPLITUDE * np.sin(2 * np.pi * GAPLESS_TONE_HZ * t)).astype("<i2")
+
+
+def emulator_files(pcm: NDArray, rate: int, files: int, *, info_tag: bool) -> list[bytes]:
+    """``pcm`` cut evenly, mid-tone, into ``files`` MP3 files as the emulator encodes them."""
+    bounds = [round(k * len(pcm) / files) for k in range(files + 1)]
+    return [
+        synth.encode_mp3(pcm[a:b], rate, info_tag=info_tag) for a, b in itertools.pairwise(bounds)
+    ]
+
+
+def seam_steps(out: NDArray, seams: list[int]) -> tuple[int, int]:
+    """The largest sample step within two samples of a seam, and the largest elsewhere."""
+    steps = np.abs(np.diff(out.astype(np.int32)))
+    near = np.zeros(len(steps), dtype=bool)
+    for seam in seams:
+        near[max(seam - 2, 0) : seam + 2] = True
+    return int(steps[near].max()), int(steps[~near].max())
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
+@pytest.mark.parametrize("files", [1, 4])
+def test_tagged_mp3_files_decode_to_exactly_their_pcm_with_no_click_at_the_seams(
+    rate: int, files: int
+) -> None:
+    pcm = gapless_tone(rate, 2.3)
+    data = emulator_files(pcm, rate, files, info_tag=True)
+
+    out, _ = decode(telnyx_chunks(data, seed=rate + files), out_rate=rate)
+
+    assert len(out) == len(pcm)
+    # Every sample where it was encoded: a gap or a shift anywhere shows as error.
+    error = out.astype(np.float64) - pcm
+    assert np.sqrt(np.mean(error**2)) < GAPLESS_MAX_RMS_ERROR
+    seams = [round(k * len(pcm) / files) for k in range(1, files)]
+    if seams:
+        at_seams, elsewhere = seam_steps(out, seams)
+        # Coding noise moves steps by a few percent; a click is a step of the tone's amplitude.
+        assert at_seams <= 1.25 * elsewhere
+
+
+@pytest.mark.parametrize("out_rate", [8000, 16000, 24000, 48000])
+@pytest.mark.parametrize("info_tag", [True, False])
+def test_mp3_synthesis_of_several_files_is_within_one_frame_per_untagged_file(
+    out_rate: int, info_tag: bool
+) -> None:
+    files, rate = 3, 24000
+    pcm = gapless_tone(rate, 2.0)
+    data = emulator_files(pcm, rate, files, info_tag=info_tag)
+
+    out, _ = decode(telnyx_chunks(data, seed=out_rate), out_rate=out_rate)
+
+    expected = len(pcm) * out_rate / rate
+    frame = mp3_frame_samples(rate) * out_rate / rate
+    # Tagged: exact, give or take the resampler's rounding. Untagged: the lead is trimmed by
+    # LAME's delay, and each file's padding (under a frame, recorded nowhere) stays.
+    slack = 2 if info_tag else files * frame
+    assert expected - 2 <= len(out) <= expected + slack
+
+
+def test_untagged_mp3_files_lose_only_their_lead() -> None:
+    rate, pcm = 16000, gapless_tone(16000, 1.5)
+    data = emulator_files(pcm, rate, 1, info_tag=False)
+
+    out, _ = decode([data[0]], out_rate=rate)
+
+    assert len(pcm) <= len(out) < len(pcm) + mp3_frame_samples(rate)
+    error = out[: len(pcm)].astype(np.float64) - pcm
+    assert np.sqrt(np.mean(error**2)) < GAPLESS_MAX_RMS_ERROR
+
+
+def test_a_tag_with_a_frame_count_holds_nothing_back() -> None:
+    rate, spf = 24000, mp3_frame_samples(24000)
+    pcm = gapless_tone(rate, 1.0)
+    (data,) = emulator_files(pcm, rate, 1, info_tag=True)
+    frames = math.ceil((len(pcm) + MP3_CODEC_DELAY) / spf)  # LAME's count, which the tag holds
+    decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
+
+    # The whole file but its last byte: every frame but the last is decoded and all of its
+    # audio is out, none kept back in case it was padding (the count says it is not).
+    early = decoder.feed(data[:-1])
+    rest = decoder.feed(data[-1:]) + decoder.flush()
+
+    assert len(early) // 2 == (frames - 1) * spf - MP3_CODEC_DELAY
+    assert (len(early) + len(rest)) // 2 == len(pcm)
+
+
+def without_frame_count(data: bytes) -> bytes:
+    """An emulator MP3 file whose Info tag does not give its frame count, as a streaming
+    encoder that writes its tag before it knows the count would leave it."""
+    tag = data.index(b"Info")
+    flags = int.from_bytes(data[tag + 4 : tag + 8], "big")
+    end = data.index(b"\xff", tag)  # the first audio frame after the tag frame
+    frame = data[tag + 4 : end]
+    frame = (flags & ~1).to_bytes(4, "big") + frame[8:] + bytes(4)  # drop the count, keep size
+    return data[:tag] + b"Info" + frame + data[end:]
+
+
+def test_without_a_frame_count_only_the_padding_is_held_back() -> None:
+    rate, spf = 16000, mp3_frame_samples(16000)
+    pcm = gapless_tone(rate, 1.3)
+    files = [without_frame_count(data) for data in emulator_files(pcm, rate, 2, info_tag=True)]
+    half = len(pcm) // 2
+    frames = math.ceil((half + MP3_CODEC_DELAY) / spf)
+    padding = frames * spf - half - MP3_CODEC_DELAY  # what the decoder adds after the audio
+    decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
+
+    early = decoder.feed(files[0][:-1])
+    first = early + decoder.feed(files[0][-1:])
+    rest = decoder.feed(files[1]) + decoder.flush()
+
+    # The file's end is not known until the next file starts: the last decoded samples wait,
+    # exactly as many as the padding, and what waits at the end is dropped as padding.
+    assert 0 < padding < spf
+    assert len(early) // 2 == (frames - 1) * spf - MP3_CODEC_DELAY - padding
+    assert len(first) // 2 == half
+    assert (len(first) + len(rest)) // 2 == len(pcm)
+
+
+def test_tagged_mp3_matches_ffmpegs_own_gapless_length() -> None:
+    """FFmpeg's demuxer reads the same tag: both trim to the same number of samples."""
+    import av
+
+    for rate in (8000, 22050, 44100):
+        pcm = gapless_tone(rate, 0.77)
+        (data,) = emulator_files(pcm, rate, 1, info_tag=True)
+        with av.open(io.BytesIO(data), format="mp3") as container:
+            demuxed = sum(frame.samples for frame in container.decode(audio=0))
+
+        out, _ = decode([data], out_rate=rate)
+
+        assert len(out) == demuxed == len(pcm)
+
+
+@pytest.mark.parametrize("info_tag", [True, False])
+def test_the_decoder_tells_which_output_opens_a_file(info_tag: bool) -> None:
+    # The word clock takes a file's start as a likely synthesis boundary; the file's first audio
+    # comes out later than its first bytes (the tag and the lead give none).
+    pcm = gapless_tone(24000, 1.5)
+    files = emulator_files(pcm, 24000, 3, info_tag=info_tag)
+    decoder = AudioDecoder(pcm_rate=24000, out_rate=24000)
+    opened_at: list[int] = []
+    first_audio_of_file: list[int] = []
+    produced = 0
+    for data in files:
+        awaiting = True
+        for chunk in (data[:30], data[30:400], data[400:]):  # tag, lead, the rest
+            out = decoder.feed(chunk)
+            if decoder.file_opened:
+                opened_at.append(produced)
+            if out and awaiting:
+                first_audio_of_file.append(produced)
+                awaiting = False
+            produced += len(out)
+
+    assert opened_at == first_audio_of_file
+    assert len(opened_at) == 3
+
+
+def ffmpeg_mp3_file(pcm: NDArray, rate: int, *, vbr: bool) -> bytes:
+    """An MP3 file as FFmpeg writes one (libmp3lame through its muxer): an Info tag for CBR, a
+    Xing tag with its seek table for VBR, both with the LAME extension FFmpeg fills in."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout="mono")
+        if vbr:
+            stream.codec_context.qscale = 4
+            stream.codec_context.flags |= 2  # AV_CODEC_FLAG_QSCALE: quality, not bitrate
+        else:
+            stream.bit_rate = 48000
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 44100])
+@pytest.mark.parametrize("vbr", [False, True])
+def test_ffmpeg_written_tags_are_read_as_ffmpeg_reads_them(rate: int, vbr: bool) -> None:
+    import av
+
+    pcm = gapless_tone(rate, 1.37)
+    data = ffmpeg_mp3_file(pcm, rate, vbr=vbr)
+    assert (b"Xing" if vbr else b"Info") in data[:200]
+    with av.open(io.BytesIO(data), format="mp3") as container:
+        demuxed = sum(frame.samples for frame in container.decode(audio=0))
+
+    out, _ = decode(split_at_random(data, seed=rate), out_rate=rate)
+
+    assert len(out) == demuxed
+    assert abs(len(out) - len(pcm)) < mp3_frame_samples(rate)
+
+
+def test_a_xing_tag_without_the_lame_extension_falls_back_to_lames_delay() -> None:
+    # Only a LAME-format extension (named LAME, Lavf or Lavc, as FFmpeg checks) holds delays;
+    # without it the file is trimmed as an untagged one, and its tag frame is still no audio.
+    rate = 24000
+    pcm = gapless_tone(rate, 1.0)
+    (data,) = emulator_files(pcm, rate, 1, info_tag=True)
+    lame = data.index(b"LAME3.100")
+    bare = data[:lame] + bytes(36) + data[lame + 36 :]
+
+    out, _ = decode([bare], out_rate=rate)
+
+    assert len(pcm) <= len(out) < len(pcm) + mp3_frame_samples(rate)
+    error = out[: len(pcm)].astype(np.float64) - pcm
+    assert np.sqrt(np.mean(error**2)) < GAPLESS_MAX_RMS_ERROR

@@ -14,7 +14,6 @@ import pytest
 
 from benchmarks.context import (
     DIMENSIONS,
-    MP3_LEAD_SAMPLES,
     ContextConfig,
     decoded_layout,
     mp3_decoded_samples,
@@ -30,19 +29,21 @@ from pipecat_telnyx_tts.emulator.synth import encode_mp3
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100])
-def test_mp3_timeline_matches_the_encoder_and_the_decoder(rate: int) -> None:
-    # The heard position is counted in decoded audio; each MP3 file adds its lead-in and padding.
+@pytest.mark.parametrize("tagged", [True, False])
+def test_mp3_timeline_matches_the_encoder_and_the_decoder(rate: int, tagged: bool) -> None:
+    # The heard position is counted in decoded audio: a tagged file is its PCM, an untagged one
+    # keeps its padding.
     rng = np.random.default_rng(rate)
     for samples in (1, 575, 576, 577, 1153, 4000, 33297):
         pcm = (rng.standard_normal(samples) * 3000).astype(np.int16)
         decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
-        out = decoder.feed(encode_mp3(pcm, rate)) + decoder.flush()
+        out = decoder.feed(encode_mp3(pcm, rate, info_tag=tagged)) + decoder.flush()
         decoded = np.frombuffer(out, dtype=np.int16).astype(float)
-        assert len(decoded) == mp3_decoded_samples(samples, rate), samples
+        assert len(decoded) == mp3_decoded_samples(samples, rate, tagged=tagged), samples
         if samples >= 400:
             probe = pcm[:400].astype(float)
-            window = decoded[: MP3_LEAD_SAMPLES + 800]
-            assert int(np.argmax(np.correlate(window, probe, "valid"))) == MP3_LEAD_SAMPLES
+            window = decoded[:800]
+            assert int(np.argmax(np.correlate(window, probe, "valid"))) == 0
 
 
 def _synthesis(
@@ -71,17 +72,21 @@ def test_heard_counts_the_words_started_before_the_position() -> None:
     assert tl.words == ["sure", "the", "order", "it", "ships"]
     positions = (0.0, 0.1, 0.11, 0.55, 1.2, 1.26, 2.19, 5.0)
     assert [tl.heard(p) for p in positions] == [0, 0, 1, 2, 3, 4, 5, 5]
-    # MP3: the second synthesis starts after the first's decoded length, its words after the lead.
-    tl = timeline(pair(True), rate=16000, mp3=True, pause_ms=200, mp3_files=1)
-    first = mp3_decoded_samples(round(1.2 * 16000), 16000) / 16000
-    lead = MP3_LEAD_SAMPLES / 16000
-    assert tl.heard(lead + 0.099) == 0 and tl.heard(lead + 0.101) == 1
-    assert tl.heard(first + lead + 0.049) == 3 and tl.heard(first + lead + 0.051) == 4
-    # Two files: the second half of the PCM starts after the first file's decoded length.
-    pieces, seconds = decoded_layout(16000, 16000, mp3=True, mp3_files=2)
+    # Untagged MP3: the second synthesis starts after the first's decoded length, padding and all.
+    tl = timeline(pair(True), rate=16000, mp3=True, pause_ms=200, mp3_files=1, mp3_tagged=False)
+    first = mp3_decoded_samples(round(1.2 * 16000), 16000, tagged=False) / 16000
+    assert first > 1.2
+    assert tl.heard(0.099) == 0 and tl.heard(0.101) == 1
+    assert tl.heard(first + 0.049) == 3 and tl.heard(first + 0.051) == 4
+    # Two untagged files: the second half of the PCM starts after the first file's length.
+    pieces, seconds = decoded_layout(16000, 16000, mp3=True, mp3_files=2, mp3_tagged=False)
     assert [p.pcm_start for p in pieces] == [0.0, 0.5]
-    assert pieces[1].decoded_start == (mp3_decoded_samples(8000, 16000) + MP3_LEAD_SAMPLES) / 16000
-    assert seconds == 2 * mp3_decoded_samples(8000, 16000) / 16000
+    assert pieces[1].decoded_start == mp3_decoded_samples(8000, 16000, tagged=False) / 16000
+    assert seconds == 2 * mp3_decoded_samples(8000, 16000, tagged=False) / 16000
+    # Tagged: the decoded audio is the PCM, file seams and all.
+    pieces, seconds = decoded_layout(16000, 16000, mp3=True, mp3_files=2)
+    assert [(p.decoded_start, p.pcm_start) for p in pieces] == [(0.0, 0.0), (0.5, 0.5)]
+    assert seconds == 1.0
 
 
 def test_tone_fallback_places_words_like_the_emulator() -> None:

@@ -14,6 +14,7 @@ import pytest
 from pipecat_telnyx_tts import demo, emulator
 from pipecat_telnyx_tts.demo import DEMO_REPLY, SpeakError, reply_tokens, run_demo, speak
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
+from pipecat_telnyx_tts.emulator.synth import ESPEAK
 from pipecat_telnyx_tts.protocol import TextMessage
 
 
@@ -28,6 +29,18 @@ def voiced_fraction(samples: np.ndarray, rate: int) -> float:
     n = rate // 50
     windows = samples[: len(samples) // n * n].astype(np.float64).reshape(-1, n)
     return float(np.mean(np.sqrt(np.mean(windows**2, axis=1)) > 300))
+
+
+def pauses(samples: np.ndarray, rate: int, at_least: float) -> int:
+    """Runs of 20 ms windows too quiet to be speech lasting ``at_least`` seconds, between sounds."""
+    n = rate // 50
+    windows = samples[: len(samples) // n * n].astype(np.float64).reshape(-1, n)
+    quiet = np.sqrt(np.mean(windows**2, axis=1)) <= 300
+    loud = np.flatnonzero(~quiet)
+    inner = quiet[loud[0] : loud[-1]].astype(np.int8)
+    edges = np.diff(np.concatenate(([0], inner, [0])))
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int(np.sum(runs * 0.02 >= at_least))
 
 
 async def test_without_a_key_the_demo_speaks_through_the_embedded_emulator(tmp_path, monkeypatch):
@@ -46,6 +59,10 @@ async def test_without_a_key_the_demo_speaks_through_the_embedded_emulator(tmp_p
     assert voiced_fraction(samples, rate) > 0.5
     assert len(result.sentences) == 4
     assert " ".join(result.sentences) == DEMO_REPLY
+    if ESPEAK.available():
+        # Each synthesis opens and ends with a TTS's silence: an audible pause (a quarter of a
+        # second) at every sentence end, where espeak-ng alone leaves about 25 ms.
+        assert pauses(samples, rate, at_least=0.25) >= 3
     # One progress line per sentence, as it is spoken.
     assert sum("sentence" in n for n in notes) == 4
     assert result.first_audio_ms is not None and result.first_audio_ms > 0

@@ -253,25 +253,25 @@ async def test_inactivity_closes_a_socket_that_had_its_init_and_no_text() -> Non
         assert record.closed_at - record.received[0].t >= 0.3
 
 
-async def test_mp3_files_decode_to_the_length_of_the_synthesis() -> None:
+@pytest.mark.parametrize("untagged", [False, True])
+async def test_mp3_files_decode_to_the_length_of_the_synthesis(untagged: bool) -> None:
     text = "The first sentence is here. Then comes a second one! Is there a third? There is."
-    async with (
-        TelnyxEmulator(signal="tone", faults=Faults.fast(mp3_files=3)) as emu,
-        open_socket(emu) as ws,
-    ):
+    faults = Faults.fast(mp3_files=3, mp3_untagged=untagged)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu, open_socket(emu) as ws:
         await speak(ws, text)
         messages = await receive_all(ws)
     chunks = [m.audio for m in audio_frames(messages) if m.audio]
     assert sum(chunk.startswith(b"ID3") for chunk in chunks) == 3
     assert b"".join(chunks).count(b"ID3") == 3, "every tag opens a frame"
+    assert b"".join(chunks).count(b"Info") == (0 if untagged else 3), "an Info frame a file"
     assert len(chunks) > 3, "files span several frames"
     synthesis = emu.connections[0].syntheses[0]
     decoder = AudioDecoder(pcm_rate=24000, out_rate=24000)
     pcm = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.flush()
-    # All of it, plus each file's own encoder delay and padding (under 100 ms a file), which a
-    # decoder may keep; a decoder that stopped at the second tag would be seconds short.
-    decoded = len(pcm) / 2 / 24000
-    assert synthesis.audio_seconds - 0.05 <= decoded <= synthesis.audio_seconds + 3 * 0.1
+    decoded = len(pcm) / 2 - round(synthesis.audio_seconds * 24000)
+    # Tagged: exactly the synthesized audio. Untagged: each file's padding, under a frame (576
+    # samples at 24 kHz), stays, as nothing records it.
+    assert (0 <= decoded < 3 * 576) if untagged else decoded == 0
 
 
 async def test_default_faults_are_live_like_timing_and_fast_drops_it() -> None:

@@ -10,12 +10,15 @@ import pytest
 from test_emulator_support import open_socket, receive_all, speak
 
 from benchmarks.emulator_host import EmulatorProcess
+from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
 from pipecat_telnyx_tts.emulator.records import WordSpan
 from pipecat_telnyx_tts.emulator.synth import (
     CHARS_PER_SECOND,
     ESPEAK,
     SILENCE_LEVEL,
+    SPEECH_LEAD_SECONDS,
+    SPEECH_TAIL_SECONDS,
     TAIL_SECONDS,
     OutputFormat,
     SynthesisRequest,
@@ -209,3 +212,41 @@ async def test_emulator_process_ships_the_words() -> None:
     word, start, end = synthesis.words[-1]
     assert (word, start, end) == ("friend.", pytest.approx(16 / 14.5), pytest.approx(23 / 14.5))
     assert [word for word, _, _ in synthesis.words] == ["Hello", "there,", "my", "friend."]
+
+
+@needs_espeak
+def test_speech_opens_and_ends_with_a_tts_silence() -> None:
+    audio = synthesize_audio(SynthesisRequest("Hello there. Bye now.", PCM_16K, Signal.SPEECH))
+    loud = np.flatnonzero(np.abs(audio.pcm.astype(np.int32)) > SILENCE_LEVEL)
+    # espeak-ng alone leaves about 14 ms before and 10 ms after.
+    assert loud[0] / 16000 >= SPEECH_LEAD_SECONDS >= 0.05
+    assert (len(audio.pcm) - loud[-1] - 1) / 16000 >= SPEECH_TAIL_SECONDS >= 0.15
+    # The words moved with the audio.
+    assert audio.words[0].start >= SPEECH_LEAD_SECONDS
+    assert abs(audio.words[0].start - loud_from(audio.pcm, 16000)) < 0.1
+
+
+@pytest.mark.parametrize("untagged", [False, True])
+async def test_word_places_agree_with_the_decoded_mp3_across_file_seams(untagged: bool) -> None:
+    # Three MP3 files, cut at sentence ends. The reported word places are in the synthesized PCM;
+    # the client plays the decoded MP3, so each file's delay and padding must be trimmed for a
+    # sentence's first word to sound where it is reported.
+    text = "The first sentence is here. Then comes a second one! Is there a third? There is."
+    faults = Faults.fast(mp3_files=3, sentence_pause_ms=300, mp3_untagged=untagged)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu, open_socket(emu) as ws:
+        await speak(ws, text)
+        messages = await receive_all(ws)
+    [synthesis] = emu.connections[0].syntheses
+    rate = synthesis.sample_rate
+    decoder = AudioDecoder(pcm_rate=rate, out_rate=rate)
+    chunks = [m.audio for m in messages if getattr(m, "audio", None)]
+    pcm = np.frombuffer(b"".join(map(decoder.feed, chunks)) + decoder.flush(), dtype="<i2")
+    firsts = [0] + [i + 1 for i, w in enumerate(synthesis.words[:-1]) if w.word[-1] in ".!?"]
+    # Untagged, each file's padding stays (under a frame, 24 ms here), shifting what follows.
+    tolerance = 0.005 + (2 * 576 / rate if untagged else 0.0)
+    for i in firsts:
+        word = synthesis.words[i]
+        # Where sound resumes, looked for from 0.2 s before the word (inside the pause).
+        since = max(0, round((word.start - 0.2) * rate))
+        onset = since / rate + loud_from(pcm[since:], rate)
+        assert abs(onset - word.start) <= tolerance, (word, onset)

@@ -21,11 +21,23 @@ from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.services.tts_service import TextAggregationMode
 from pipecat.tests.utils import run_test
-from service_helpers import Push, Until, errors, gated, llm_turn, make_tts, run, wire_texts
+from service_helpers import (
+    Push,
+    Until,
+    audio_seconds,
+    errors,
+    gated,
+    llm_turn,
+    make_tts,
+    run,
+    started_and_stopped,
+    wire_texts,
+)
 from test_fault_support import captured_logs
 
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
+from pipecat_telnyx_tts.word_timing import WordClock
 
 REPLY = (
     "Sure, I can help. ",
@@ -299,3 +311,35 @@ async def test_each_turn_is_one_tts_span_with_its_text():
         ["Next."],
     ]
     assert all(s.attributes.get("voice_id") == "Telnyx.NaturalHD.astra" for s in spans)
+
+
+@pytest.mark.parametrize("failing", ["audio", "announced", "text_sent", "finish"])
+async def test_a_failing_word_clock_degrades_the_turn_to_sentence_text_not_kills_it(
+    failing, monkeypatch
+):
+    # The word clock is an estimate: a bug in it may cost the turn its word timing, never its
+    # audio, its end or its text.
+    real = getattr(WordClock, failing)
+    calls = 0
+
+    def breaks_from_the_second_call_on(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls >= 2 or failing == "finish":
+            raise ZeroDivisionError("a bug in the estimate")
+        return real(self, *args, **kwargs)
+
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, voice="Telnyx.NaturalHD.astra")
+        with captured_logs() as logs:
+            monkeypatch.setattr(WordClock, failing, breaks_from_the_second_call_on)
+            down, up = await run(tts, llm_turn(*REPLY))
+            monkeypatch.undo()
+        synthesized = sum(s.audio_seconds for c in emu.connections for s in c.syntheses)
+    assert not errors(up)
+    assert started_and_stopped(down) == (1, 1)
+    assert audio_seconds(down) == pytest.approx(synthesized, abs=0.01)
+    # Whatever was not released word by word is still recorded: every word, once, in order.
+    assert " ".join(f.text.strip() for f in text_frames(down)).split() == TEXT.split()
+    failed = [line for line in logs if "word timing failed" in line.message]
+    assert len(failed) == 1 and failed[0].level == "WARNING"

@@ -335,3 +335,27 @@ def test_the_last_words_of_a_synthesis_are_released_once_the_next_one_has_starte
     words += clock.audio(two[:STEP], played_out + 1.0)
     assert [w.word for w in words] == ["Sure", "I", "can", "help", "with", "that", "now"]
     assert words[-1].seconds == pytest.approx(starts_one[-1], abs=0.02)
+
+
+def test_a_chunk_costs_the_words_it_releases_not_the_synthesis_so_far(monkeypatch):
+    # One long synthesis, fed in small chunks: were every word placed anew on every chunk, the
+    # placements would grow with words x chunks (here about 240 x 900).
+    text = " ".join(["Here is a rather long sentence that keeps on going, and on."] * 20)
+    pcm, _ = speech(text)
+    placed = 0
+    position = WordClock._position
+
+    def counted(self, span, i):
+        nonlocal placed
+        placed += 1
+        return position(self, span, i)
+
+    monkeypatch.setattr(WordClock, "_position", counted)
+    clock = WordClock(RATE)
+    words = clock.text_sent(text + " ", flush=True)
+    chunks = len(range(0, len(pcm), STEP // 4))
+    words += feed(clock, pcm, chunk_s=0.025)
+    words += clock.finish()
+    assert len(words) == len(text.split())
+    # Each word once, plus at most one look at the next word per call.
+    assert placed <= len(words) + chunks + 1

@@ -108,6 +108,9 @@ _FAULT_OPTIONS: dict[str, _Option] = {
     "idle_frame_every": _Option(
         float, "seconds between later --idle-frame ticks", unset="once only"
     ),
+    "mp3_untagged": _Option(
+        bool, "MP3 files without the Info frame that records encoder delay and padding"
+    ),
 }  # fmt: skip
 _INJECT_HELP = (
     "a raw text frame to send before the first audio chunk of the next synthesis, once; "

@@ -176,6 +176,11 @@ class Faults:
     idle_frame_every: float | None = None
     """Seconds between later ``idle_frame`` ticks; None: the frame goes out once."""
 
+    mp3_untagged: bool = False
+    """Send MP3 files without the Info frame that records the encoder's delay and padding: what
+    a streaming encoder (lameenc's, say) gives, rather than a file written whole by LAME or
+    FFmpeg. The client then has to assume LAME's delay and keeps each file's padding."""
+
     inject_frames: list[str | bytes] = field(default_factory=list)
     """Raw frames sent as they are, just before the first audio chunk of the next synthesis that
     has audio; the list is emptied once they are out. For malformed or unexpected server frames

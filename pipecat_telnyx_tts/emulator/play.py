@@ -307,6 +307,7 @@ class Socket:
                 marker=self.record.index,
                 sentence_pause_ms=faults.sentence_pause_ms,
                 mp3_files=faults.mp3_files,
+                mp3_info_tag=not faults.mp3_untagged,
             )
             rendition = await asyncio.get_running_loop().run_in_executor(None, render, request)
             record.audio_seconds = rendition.audio_seconds

@@ -38,6 +38,14 @@ CHARS_PER_SECOND = 14.5
 """Speaking rate of the tone and marker signals, in the 13-16 characters per second of speech."""
 TAIL_SECONDS = 0.15
 """Trailing near-silence after the last syllable, as real TTS leaves."""
+SPEECH_LEAD_SECONDS = 0.08
+SPEECH_TAIL_SECONDS = 0.2
+"""Silence before and after each synthesis of the speech signal. espeak-ng leaves only about 14
+ms before its first sound and 10 ms after its last (measured on five sentences), so syntheses
+played back to back ran together; a neural TTS voice opens with a short breath of silence and
+ends a sentence with a longer one, and these figures (chosen in that range: about 0.3 s between
+two syntheses) make every sentence end audible. The tone signal keeps its own ``TAIL_SECONDS``;
+the marker signal has no silence to add."""
 ID3_ENCODER = "pipecat-telnyx-tts emulator (LAME)"
 SILENCE_LEVEL = 300
 """Sample magnitude at or below which speech counts as silent, about -40 dBFS: espeak-ng's pauses
@@ -344,8 +352,17 @@ def mp3_bitrate(rate: int) -> int:
     return 64 if rate >= 32000 else 48
 
 
-def encode_mp3(pcm: Pcm, rate: int) -> bytes:
-    """One complete MP3 file: its own ID3v2.4 tag, then LAME's frames, mono."""
+LAME_ENCODER_DELAY = 576
+"""Samples of silence LAME puts before the audio of every file it encodes."""
+
+
+def encode_mp3(pcm: Pcm, rate: int, *, info_tag: bool = True) -> bytes:
+    """One complete MP3 file: its own ID3v2.4 tag, then LAME's frames, mono.
+
+    ``info_tag``: open the frames with an Info frame (LAME's tag for constant bitrate) that
+    records the encoder delay and end padding, as the LAME tool and FFmpeg write it into a file;
+    without it the file is what lameenc's streaming API gives, which tells neither.
+    """
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(mp3_bitrate(rate))
     encoder.set_in_sample_rate(rate)
@@ -355,7 +372,46 @@ def encode_mp3(pcm: Pcm, rate: int) -> bytes:
     encoder.set_channels(1)
     encoder.set_quality(5)
     body = bytes(encoder.encode(pcm.astype("<i2").tobytes())) + bytes(encoder.flush())
+    if info_tag:
+        body = info_frame(body, len(pcm), rate) + body
     return id3v24_tag() + body
+
+
+def mpeg_frame_samples(rate: int) -> int:
+    """Samples per Layer III frame: 1152 for MPEG-1 (32 kHz and up), 576 below."""
+    return 1152 if rate >= 32000 else 576
+
+
+def _mpeg_frame_bytes(rate: int, padded: bool) -> int:
+    return mpeg_frame_samples(rate) // 8 * mp3_bitrate(rate) * 1000 // rate + padded
+
+
+def info_frame(frames: bytes, samples: int, rate: int) -> bytes:
+    """The Info frame (a silent MPEG frame holding the Xing/LAME tag) for LAME's ``frames``,
+    which encode ``samples`` samples at ``rate``: frame count, byte count, and the encoder delay
+    and end padding in the LAME extension, the fields decoders read to play the file gaplessly.
+    The tag's CRC is left 0: decoders use it only to trust the ReplayGain fields, which are
+    empty here."""
+    count, position = 0, 0
+    while position + 4 <= len(frames):
+        position += _mpeg_frame_bytes(rate, bool(frames[position + 2] & 0x02))
+        count += 1
+    padding = count * mpeg_frame_samples(rate) - samples - LAME_ENCODER_DELAY
+    header = bytearray(frames[:4])
+    header[2] &= ~0x02  # the tag frame needs no padding byte
+    side_info = 17 if rate >= 32000 else 9  # mono
+    lame = (
+        b"LAME3.100"
+        + bytes(12)  # revision, lowpass, peak, ReplayGain, flags, bitrate: not used here
+        + ((LAME_ENCODER_DELAY << 12) | padding).to_bytes(3, "big")
+        + bytes(4)  # misc, MP3 gain, preset
+        + (len(frames) + _mpeg_frame_bytes(rate, False)).to_bytes(4, "big")
+        + bytes(4)  # music CRC, tag CRC
+    )
+    tag = b"Info" + (3).to_bytes(4, "big") + count.to_bytes(4, "big")
+    tag += (len(frames) + _mpeg_frame_bytes(rate, False)).to_bytes(4, "big") + lame
+    frame = bytes(header) + bytes(side_info) + tag
+    return frame + bytes(_mpeg_frame_bytes(rate, False) - len(frame))
 
 
 def encode_wav(pcm: Pcm, rate: int) -> bytes:
@@ -409,6 +465,8 @@ class SynthesisRequest:
     """Silence after each sentence end but the last (not in SSML, whose author places pauses)."""
     mp3_files: int = 1
     """Separately encoded MP3 files the audio is made of; other encodings are one piece."""
+    mp3_info_tag: bool = True
+    """Whether each MP3 file opens with an Info frame recording its delay and padding."""
 
 
 @dataclass(frozen=True)
@@ -474,10 +532,12 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
     # The marker signal's pauses carry the marker too: every sample still names its socket.
     silence_value = request.marker if signal is Signal.MARKER else 0
     pause = max(0, round(rate * request.sentence_pause_ms / 1000))
-    pieces: list[Pcm] = []
+    speech = signal is Signal.SPEECH
+    lead = round(rate * SPEECH_LEAD_SECONDS) if speech else 0
+    pieces: list[Pcm] = [np.zeros(lead, dtype=np.int16)]
     ends: list[int] = []
     words: list[WordSpan] = []
-    offset = 0
+    offset = lead
     for i, sentence in enumerate(sentences):
         pcm, sentence_words = _sentence_audio(request, signal, sentence)
         shift = offset / rate
@@ -488,7 +548,9 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
             pieces.append(np.full(pause, silence_value, dtype=np.int16))
             offset += pause
             ends.append(offset)
-    source = "espeak" if signal is Signal.SPEECH else "signal"
+    if speech:
+        pieces.append(np.zeros(round(rate * SPEECH_TAIL_SECONDS), dtype=np.int16))
+    source = "espeak" if speech else "signal"
     return SynthesizedAudio(np.concatenate(pieces), ends, tuple(words), source)
 
 
@@ -603,7 +665,10 @@ def render(request: SynthesisRequest) -> Rendition:
     if fmt.mp3:
         bounds = [0, *file_cuts(audio.sentence_ends, len(pcm), request.mp3_files), len(pcm)]
         parts = tuple(
-            Part(encode_mp3(pcm[a:b], fmt.sample_rate), b / fmt.sample_rate)
+            Part(
+                encode_mp3(pcm[a:b], fmt.sample_rate, info_tag=request.mp3_info_tag),
+                b / fmt.sample_rate,
+            )
             for a, b in itertools.pairwise(bounds)
         )
         return Rendition(parts, seconds, fmt, words, source)
