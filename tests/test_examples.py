@@ -139,3 +139,24 @@ def test_the_interruption_example_cuts_the_first_reply_cleanly(tmp_path):
     assert "Force sent to Telnyx for the interrupted turn: yes" in out
     assert "Audio of the interrupted turn after the interruption: 0 frames" in out
     assert "Clean barge-in." in out
+
+
+DEPRECATED = {
+    "PipelineTask": "PipelineWorker (PipelineTask is deprecated since pipecat 1.3)",
+    "PipelineRunner": "WorkerRunner (PipelineRunner is deprecated since pipecat 1.3)",
+    '"role": "system"': "system_instruction on the LLM service (a system message in the "
+    "context is deprecated since pipecat 1.9)",
+}
+
+
+def test_the_readme_and_the_examples_use_no_deprecated_pipecat_api():
+    """What a user copies must not greet them with deprecation warnings."""
+    texts = {"README.md": (ROOT / "README.md").read_text()}
+    for path in sorted((ROOT / "examples").rglob("*")):
+        if path.suffix in (".py", ".md"):
+            texts[str(path.relative_to(ROOT))] = path.read_text()
+    found = [
+        f"{name}: {old} -> {new}" for name, text in texts.items() for old, new in DEPRECATED.items()
+        if old in text
+    ]  # fmt: skip
+    assert not found
