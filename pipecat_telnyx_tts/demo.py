@@ -290,12 +290,16 @@ async def speak(
             f"Speaking {counted(len(text), 'character')} with {voice} at {sample_rate} Hz via "
             f"{endpoint.description}"
         )
-        started = time.perf_counter()
+        clock = _FirstTextClock()
 
         def on_sentence(n: int, sentence: str) -> None:
-            notify(f"  [{time.perf_counter() - started:5.2f} s] sentence {n}: {sentence}")
+            # Seconds from the reply's first text, the origin of the time to first audio too. A
+            # sentence is reported when its last word leaves the TTS: the service releases a word
+            # once enough of its audio has arrived, which is faster than it would play.
+            assert clock.first_text_at is not None  # words come only after text
+            elapsed = time.perf_counter() - clock.first_text_at
+            notify(f"  [{elapsed:5.2f} s] sentence {n}: {sentence}")
 
-        clock = _FirstTextClock()
         sink = _AudioSink(on_sentence)
         worker = PipelineWorker(
             Pipeline([clock, tts, sink]),

@@ -81,19 +81,21 @@ print(json.dumps([config.telnyx_api_key, config.deepgram_api_key, config.missing
     assert (telnyx, deepgram, missing) == ("from-shell", "dg-from-file", [])
 
 
-def test_the_readmes_pipeline_snippet_builds_the_service(monkeypatch):
-    """The usage snippet up to its pipeline (whose transport, STT and LLM are the reader's)."""
+def test_the_readmes_pipeline_snippet_builds_the_service(tmp_path):
+    """The usage snippet up to its pipeline (whose transport, STT and LLM are the reader's), run
+    as a script of its own from a folder outside the repository."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Use it in a pipeline", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match, "no python block in the README's usage section"
     code = match.group(1).split("\npipeline = ", 1)[0]
-    monkeypatch.setenv("TELNYX_API_KEY", "KEY-for-the-snippet")
-    scope: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    tts = scope["tts"]
-    assert type(tts).__name__ == "TelnyxTTSService"
-    assert tts._settings.speed == 1.1  # type: ignore[attr-defined]
+    check = "\nprint(type(tts).__name__, tts._settings.voice, tts._settings.speed)\n"
+    (tmp_path / "snippet.py").write_text(code + check)
+    result = run(["-W", "error::DeprecationWarning:__main__", "snippet.py"], tmp_path,
+                 TELNYX_API_KEY="KEY-for-the-snippet")  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["TelnyxTTSService", "Telnyx.NaturalHD.astra", "1.1"]
 
 
 def readme_test_snippet() -> str:
