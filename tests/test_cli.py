@@ -317,6 +317,18 @@ async def test_no_voice_check_speaks_an_unlisted_voice_as_asked(tmp_path):
     assert out.stat().st_size > 44
 
 
+async def test_warnings_of_a_run_that_succeeds_are_shown_after_it(tmp_path):
+    out = tmp_path / "x.wav"
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        result = await cli_process(
+            "say", "Hi there.", "-o", str(out), "--url", emu.url,
+            "--voice", "Telnyx.KokoroTTS.af_heart", "--speed", "1.2",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("WARNING: ") and "has no speed setting; speed=1.2 is ignored" in last
+
+
 async def test_usage_errors_exit_2(capsys):
     assert await run("say") == 2
     assert await run("say", "x", "--rate", "-5") == 2
