@@ -4,8 +4,7 @@ With ``push_text_frames=True`` pipecat queues each sentence's ``TTSTextFrame`` b
 sentence's audio, so a barge-in early in a reply can commit to the assistant context sentences the
 caller never heard. ``TelnyxTTSService(word_timestamps=True)`` pushes words timed from the audio
 instead. This part measures both behaviours: ``old`` (sentence-level text frames,
-``word_timestamps=False`` or a service without the keyword) and ``new`` (``word_timestamps=True``,
-run only when the constructor has the keyword).
+``word_timestamps=False``) and ``new`` (``word_timestamps=True``).
 
 Every run is one reply through its own real pipeline::
 
@@ -43,10 +42,8 @@ the two arms are paired. About one run in ten is not interrupted, to check the c
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import difflib
 import gc
-import inspect
 import itertools
 import math
 import random
@@ -91,7 +88,6 @@ from pipecat_telnyx_tts.emulator.synth import (
     Signal,
     SynthesisRequest,
     file_cuts,
-    speech_seconds,
     split_sentences,
     spoken_text,
     synthesize_pcm,
@@ -151,27 +147,17 @@ class ContextConfig:
 # --------------------------------------------------------------------------- the service
 
 
-def word_timestamps_supported() -> bool:
-    """Whether ``TelnyxTTSService`` takes ``word_timestamps=``: without it there is no new arm."""
-    return "word_timestamps" in inspect.signature(TelnyxTTSService.__init__).parameters
-
-
 def make_service(
     behaviour: str, voice: str, audio_format: str, aggregation: TextAggregationMode, url: str
 ) -> TelnyxTTSService:
-    """The service for one run; ``word_timestamps`` is passed only where the service has it."""
-    kwargs: dict[str, Any] = {}
-    if word_timestamps_supported():
-        kwargs["word_timestamps"] = behaviour == "new"
-    elif behaviour == "new":
-        raise ValueError("TelnyxTTSService has no word_timestamps keyword: no new behaviour")
+    """The service for one run: ``new`` times words from the audio, ``old`` does not."""
     return TelnyxTTSService(
         api_key=API_KEY,
         url=url,
         audio_format=audio_format,
         settings=TelnyxTTSService.Settings(voice=voice, disable_cache=True),
         text_aggregation_mode=aggregation,
-        **kwargs,
+        word_timestamps=behaviour == "new",
     )
 
 
@@ -336,31 +322,9 @@ class Span:
     end: float
 
 
-def synthesis_words(s: Synthesis, *, pause_ms: int, mp3: bool, mp3_files: int) -> list[Span]:
-    """The emulator's word places for a synthesis; without them (an emulator older than its
-    ``words`` field), the tone signal's places, computed as the emulator makes that signal."""
-    recorded = getattr(s, "words", None)
-    if recorded:
-        return [_span(w) for w in recorded]
-    spoken = spoken_text(s.text)
-    by_sentence = pause_ms > 0 or (mp3 and mp3_files > 1)
-    sentences = split_sentences(spoken) if by_sentence else ([spoken] if spoken else [])
-    out: list[Span] = []
-    offset = 0.0
-    rate = s.sample_rate or 16000
-    for i, sentence in enumerate(sentences):
-        out += [
-            Span(
-                m.group(),
-                offset + m.start() / CHARS_PER_SECOND,
-                offset + m.end() / CHARS_PER_SECOND,
-            )
-            for m in re.finditer(r"\S+", sentence)
-        ]
-        offset += round(speech_seconds(sentence) * rate) / rate
-        if i < len(sentences) - 1:
-            offset += round(rate * pause_ms / 1000) / rate
-    return out
+def synthesis_words(s: Synthesis) -> list[Span]:
+    """The emulator's word places for a synthesis (seconds into its PCM)."""
+    return [_span(w) for w in s.words]
 
 
 def _span(w: Any) -> Span:
@@ -403,13 +367,7 @@ class Timeline:
 
 
 def timeline(
-    syntheses: list[Synthesis],
-    *,
-    rate: int,
-    mp3: bool,
-    pause_ms: int,
-    mp3_files: int,
-    mp3_tagged: bool = True,
+    syntheses: list[Synthesis], *, rate: int, mp3_files: int, mp3_tagged: bool = True
 ) -> Timeline:
     """The timeline of the syntheses that sent audio (a synthesis forced before its first chunk
     sent nothing; one cut by the force lies after the barge-in anyway)."""
@@ -419,12 +377,11 @@ def timeline(
             continue
         synth_rate = s.sample_rate or rate
         samples = round(s.audio_seconds * synth_rate)
-        is_mp3 = getattr(s, "mp3", mp3)
         pieces, seconds = decoded_layout(
-            samples, synth_rate, mp3=is_mp3, mp3_files=mp3_files, mp3_tagged=mp3_tagged
+            samples, synth_rate, mp3=s.mp3, mp3_files=mp3_files, mp3_tagged=mp3_tagged
         )
-        spans = synthesis_words(s, pause_ms=pause_ms, mp3=is_mp3, mp3_files=mp3_files)
-        if is_mp3 and mp3_files > 1 and len(split_sentences(spoken_text(s.text))) > 1:
+        spans = synthesis_words(s)
+        if s.mp3 and mp3_files > 1 and len(split_sentences(spoken_text(s.text))) > 1:
             out.approximate = True
         out.syntheses.append((pieces, seconds, spans))
     return out
@@ -810,8 +767,6 @@ def judge(
     tl = timeline(
         syntheses,
         rate=config.sample_rate,
-        mp3=plan.audio == "mp3",
-        pause_ms=config.faults.sentence_pause_ms,
         mp3_files=config.faults.mp3_files,
         mp3_tagged=not config.faults.mp3_untagged,
     )
@@ -821,9 +776,7 @@ def judge(
     matcher = difflib.SequenceMatcher(None, full, recorded, autojunk=False)
     matched = {i + k for i, _, n in matcher.get_matching_blocks() for k in range(n)}
     unstarted = [i for i in first_word if i >= heard]
-    sources = sorted(
-        {getattr(s, "words_source", "") or "fallback" for s in syntheses if s.chunks_sent}
-    )
+    sources = sorted({s.words_source for s in syntheses if s.chunks_sent})
     seen |= {
         "words": len(full),
         "sentences": len(sentences),
@@ -986,11 +939,6 @@ class _Emulator(EmulatorProcess):
         self._args += ["--lifecycle", lifecycle.value]
 
 
-def emulator_has_words() -> bool:
-    """Whether the emulator host ships each synthesis's word places back."""
-    return "words" in {f.name for f in dataclasses.fields(Synthesis)}
-
-
 async def _loop_lag(samples: list[float], tick: float = 0.01) -> None:
     """How late the client's event loop wakes up (a shared machine's load shows here)."""
     while True:
@@ -1003,15 +951,10 @@ async def run_context(
     config: ContextConfig, progress: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Run every planned reply, ``config.concurrency`` pipelines at once."""
-    skipped: dict[str, str] = {}
     behaviours = tuple(b for b in config.behaviours if b in BEHAVIOURS)
-    if "new" in behaviours and not word_timestamps_supported():
-        skipped["new"] = "TelnyxTTSService has no word_timestamps keyword yet"
-        behaviours = tuple(b for b in behaviours if b != "new")
-    # Speech (espeak-ng) gives realistic word timings, but only an emulator that records its
-    # word places can be mapped onto; the tone signal's places are known without it.
-    words_recorded = emulator_has_words()
-    signal = "speech" if words_recorded and ESPEAK.available() else "tone"
+    # Speech (espeak-ng) gives realistic word timings; the emulator records the word places of
+    # either signal.
+    signal = "speech" if ESPEAK.available() else "tone"
     estimate = await asyncio.to_thread(PlaybackEstimate, signal, config.faults, config.sample_rate)
     plans = plan_runs(config, behaviours)
     seen: dict[int, dict[str, Any]] = {}
@@ -1065,13 +1008,8 @@ async def run_context(
     return {
         "config": asdict(config),
         "behaviours": list(behaviours),
-        "skipped_behaviours": skipped,
         "signal": signal,
-        "ground_truth": (
-            f"emulator word places ({', '.join(sources)})"
-            if words_recorded
-            else "tone signal: character offset / CHARS_PER_SECOND"
-        ),
+        "ground_truth": f"emulator word places ({', '.join(sources)})",
         "voices": VOICES,
         "duration_s": round(time.perf_counter() - started, 1),
         "loop_lag_ms": percentiles(lags),

@@ -371,8 +371,6 @@ def _context_md(context: dict[str, Any]) -> list[str]:
             f"{_words(d['all_runs_abs_diff'], ('p50', 'p95'))}, recorded a sentence not yet "
             f"playing {_share(d['all_runs_unstarted_pct'])})."
         )
-    for behaviour, reason in context["skipped_behaviours"].items():
-        lines.append(f"Not run: {names.get(behaviour, behaviour)}: {reason}.")
     return lines
 
 

@@ -1,11 +1,11 @@
-"""Run every benchmark of issue #5 against the emulator and report them against the targets.
+"""Run every benchmark against the emulator and report them against the targets.
 
 From the repository root::
 
-    /work/venv/bin/python -m benchmarks.run            # full run, about 14 minutes
-    /work/venv/bin/python -m benchmarks.run --quick    # smoke-sized run, under two minutes
-    /work/venv/bin/python -m benchmarks.run --only context   # one part
-    /work/venv/bin/python -m benchmarks.run --only cost      # connection cost, before and after
+    .venv/bin/python -m benchmarks.run                   # full run, about 14 minutes
+    .venv/bin/python -m benchmarks.run --quick           # smoke-sized run, under two minutes
+    .venv/bin/python -m benchmarks.run --only context    # one part
+    .venv/bin/python -m benchmarks.run --only cost       # connection cost, before and after
 
 Writes ``benchmarks/results/latest.{json,md,png}`` and prints the Markdown table. Exits 1 when a
 target is missed. Speed goals are judged here, on medians and ratios measured in one run, never
@@ -38,7 +38,8 @@ from pipecat_telnyx_tts.emulator import Faults
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("latency", "bargein", "cpu")
-"""The parts of issue #5, which ``tests/test_benchmarks.py`` runs at the TINY size."""
+"""The first-audio, barge-in and CPU parts, which ``tests/test_benchmarks.py`` runs at the TINY
+size."""
 CHOICES = (*PARTS, "context", "cost")
 """Every part ``--only`` takes; a run without ``--only`` runs them all."""
 
@@ -118,8 +119,12 @@ async def run(plan: Plan, parts: tuple[str, ...], command: str) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write the results, print the table; 1 when a target is missed."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument(
         "--only", action="append", choices=CHOICES, help="run only this part (repeatable)"

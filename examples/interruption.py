@@ -1,13 +1,15 @@
 """Barge-in, offline: Telnyx TTS is interrupted mid-reply, then speaks the next reply.
 
-    pip install -e ".[speech]"      # once, from the repository
-    python examples/interruption.py
+    python3 -m venv .venv && .venv/bin/pip install -e ".[speech]"   # once, in the repository
+    .venv/bin/python examples/interruption.py
 
 A local Telnyx emulator with live-like timing stands in for Telnyx. A reply is spoken through
 ``TelnyxTTSService`` in a Pipecat pipeline; once its audio is flowing, an ``InterruptionFrame``
 arrives, as when a caller talks over the bot; then a second reply is spoken. The script prints
-each turn's audio, whether Telnyx was told to stop (``{"force": true}``), and whether any audio of
-the interrupted reply came after the interruption; it exits 1 if the barge-in was not clean.
+what the caller heard of each turn, whether Telnyx was told to stop (``{"force": true}``), and
+whether any audio of the interrupted reply came after the interruption; it exits 1 if the barge-in
+was not clean. Audio arrives faster than it plays, so an interrupted turn has delivered more than
+the caller heard: a caller hears a turn from its first audio until the interruption.
 Against Telnyx itself: no emulator, your API key, and no ``url``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -49,7 +52,11 @@ class Speaker(FrameProcessor):
     def __init__(self) -> None:
         super().__init__()
         self.seconds: dict[str, float] = {}
-        """Seconds of audio per turn (the TTS context id), in the order the turns spoke."""
+        """Seconds of audio delivered per turn (the TTS context id), in the order they spoke."""
+        self.started_at: dict[str, float] = {}
+        """When each turn's first audio arrived: it starts playing then."""
+        self.heard_of_cut_turn = 0.0
+        """Seconds of the interrupted turn played before the interruption silenced it."""
         self.cut_turn: str | None = None
         self.late_frames = 0
         """Audio of the interrupted turn arriving after the interruption: it would be heard."""
@@ -64,9 +71,12 @@ class Speaker(FrameProcessor):
                 self.late_frames += 1
             seconds = len(frame.audio) / 2 / frame.sample_rate  # 16-bit mono
             self.seconds[turn] = self.seconds.get(turn, 0.0) + seconds
+            self.started_at.setdefault(turn, time.monotonic())
             self.first_audio.set()
         elif isinstance(frame, InterruptionFrame) and self.seconds:
             self.cut_turn = list(self.seconds)[-1]
+            playing_for = time.monotonic() - self.started_at[self.cut_turn]
+            self.heard_of_cut_turn = min(playing_for, self.seconds[self.cut_turn])
         elif isinstance(frame, TTSStoppedFrame) and self.cut_turn not in (None, frame.context_id):
             self.next_turn_over.set()
         await self.push_frame(frame, direction)
@@ -107,8 +117,13 @@ async def main() -> int:
     forced = any(isinstance(m, ForceMessage) for m in emu.received_messages())
     after_force = sum(s.frames_after_force_sent for c in emu.connections for s in c.syntheses)
     for n, (turn, seconds) in enumerate(speaker.seconds.items(), start=1):
-        ending = "interrupted" if turn == speaker.cut_turn else "spoken to the end"
-        print(f"Turn {n}: {seconds:.2f} s of audio, {ending}")
+        if turn == speaker.cut_turn:
+            print(
+                f"Turn {n}: the caller heard {speaker.heard_of_cut_turn:.2f} s, then interrupted "
+                f"({seconds:.2f} s of its audio had arrived)"
+            )
+        else:
+            print(f"Turn {n}: the caller heard {seconds:.2f} s, spoken to the end")
     print(f"Force sent to Telnyx for the interrupted turn: {'yes' if forced else 'NO'}")
     print(f"Frames the server still sent after the force: {after_force}")
     print(f"Audio of the interrupted turn after the interruption: {speaker.late_frames} frames")

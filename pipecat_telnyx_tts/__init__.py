@@ -14,6 +14,9 @@ from pipecat_telnyx_tts.voices import Delivery, ProviderFamily, VoiceId, VoiceId
 if TYPE_CHECKING:
     from pipecat_telnyx_tts.service import TelnyxTTSService, TelnyxTTSSettings
 
+__version__ = "0.1.0"
+"""The package's version; pyproject.toml reads it from here at build time (one source)."""
+
 _LAZY = {
     "TelnyxTTSService": "pipecat_telnyx_tts.service",
     "TelnyxTTSSettings": "pipecat_telnyx_tts.service",
@@ -29,6 +32,7 @@ __all__ = [
     "TelnyxTTSSettings",
     "VoiceId",
     "VoiceIdError",
+    "__version__",
 ]
 
 

@@ -25,7 +25,7 @@ from pipecat_telnyx_tts.common import DEFAULT_RATE, DEFAULT_VOICE, counted
 from pipecat_telnyx_tts.emulator import add_arguments as add_emulator_arguments
 from pipecat_telnyx_tts.emulator import main as emulator_main
 from pipecat_telnyx_tts.protocol import VOICES_PATH
-from pipecat_telnyx_tts.voices import PROVIDERS, TELNYX_MODELS
+from pipecat_telnyx_tts.voices import PROVIDERS, TELNYX_MODELS, VoiceIdError, family_of
 
 if TYPE_CHECKING:
     from pipecat_telnyx_tts.demo import SpeakResult
@@ -45,13 +45,25 @@ def _say_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Quiet by default: pipecat's own error lines would repeat the one this CLI prints."""
+def _configure_logging(verbose: bool) -> list[str]:
+    """Quiet by default: pipecat's own error lines would repeat the one this CLI prints.
+
+    Without ``-v``, warnings are held and returned, to be shown only if the command succeeds: a
+    failed command ends with the one line that says what to fix, and the warnings that led to
+    it (a voice list that could not be fetched from a server that is down) only repeat it.
+    """
     logger.remove()
+    held: list[str] = []
     if verbose:
         logger.add(sys.stderr, level="DEBUG")
     else:
-        logger.add(sys.stderr, level="WARNING", filter={"": "WARNING", "pipecat": "CRITICAL"})
+        logger.add(
+            held.append,
+            level="WARNING",
+            filter={"": "WARNING", "pipecat": "CRITICAL"},
+            format="{level}: {message}",
+        )
+    return held
 
 
 # --------------------------------------------------------------------------- demo and say
@@ -82,6 +94,12 @@ def _add_speech_options(parser: argparse.ArgumentParser, default_out: str) -> No
         help="TTS WebSocket URL (default: Telnyx with a key, the embedded emulator without one)",
     )
     parser.add_argument("--api-key", help="Telnyx API v2 key (default: $TELNYX_API_KEY)")
+    parser.add_argument(
+        "--no-voice-check",
+        dest="check_voice_list",
+        action="store_false",
+        help="speak with --voice even if the voice list lacks it (one cloned for your account)",
+    )
 
 
 def _report(result: SpeakResult) -> None:
@@ -117,6 +135,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             sample_rate=ns.rate,
             url=ns.url,
             api_key=ns.api_key,
+            check_voice_list=ns.check_voice_list,
             notify=_say_to_stderr,
         )
     )
@@ -135,6 +154,7 @@ def _cmd_say(ns: argparse.Namespace) -> int:
             speed=ns.speed,
             url=ns.url,
             api_key=ns.api_key,
+            check_voice_list=ns.check_voice_list,
             notify=_say_to_stderr,
         )
     )
@@ -149,9 +169,14 @@ def fetch_voices(
     """``GET {api_url}/v2/text-to-speech/voices``, with the key as a bearer token if there is
     one (the emulator needs none); raises ``CliError`` saying what to fix.
 
-    ``api_url`` may also be the voice list's own URL, which the emulator prints when it starts.
+    ``api_url`` may also be the voice list's own URL, or the TTS WebSocket's URL (the one
+    ``--url`` takes), whose host serves the list too; the emulator prints both when it starts.
     """
     query = f"?{urllib.parse.urlencode({'provider': provider})}" if provider else ""
+    if urllib.parse.urlsplit(api_url).scheme.lower() in ("ws", "wss"):
+        from pipecat_telnyx_tts.voice_list import rest_base  # imports aiohttp: only when needed
+
+        api_url = rest_base(api_url)
     base = api_url.rstrip("/").removesuffix(VOICES_PATH)
     url = base + VOICES_PATH + query
     headers = {"Accept": "application/json", "User-Agent": "pipecat-telnyx-tts"}
@@ -201,12 +226,30 @@ def _language_matches(voice: dict[str, Any], wanted: str) -> bool:
     return language == wanted or language.startswith(wanted + "-")
 
 
-_COLUMNS = ("voice_id", "name", "provider", "language", "gender")
+_COLUMNS = ("voice_id", "name", "provider", "language", "gender", "audio")
+
+
+def audio_of(voice_id: str) -> str:
+    """What the service gets from the voice, from the providers table: raw ``pcm``, or ``mp3
+    only`` (decoded, at some CPU and first-audio cost); ``-`` where the plugin cannot tell."""
+    try:
+        family = family_of(voice_id)
+    except VoiceIdError:
+        return "-"
+    if family is None:
+        return "-"
+    if not family.websocket:
+        return "none (403 on the WebSocket)"
+    return "pcm" if family.pcm else "mp3 only"
 
 
 def format_table(voices: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, one voice a line; ``voice_id`` is what ``--voice`` takes."""
-    rows = [[str(v.get(c) or "") for c in _COLUMNS] for v in voices]
+    """A plain-text table, one voice a line; ``voice_id`` is what ``--voice`` takes, and the
+    ``AUDIO`` column says which voices answer in MP3 only."""
+    rows = [
+        [str(v.get(c) or "") for c in _COLUMNS[:-1]] + [audio_of(str(v.get("voice_id") or ""))]
+        for v in voices
+    ]
     header = [c.upper() for c in _COLUMNS]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(_COLUMNS))]
     return "\n".join(
@@ -393,8 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     voices.add_argument(
         "--api-url",
         default=DEFAULT_API_URL,
-        help="REST base URL, or the voice list's own URL, e.g. the emulator's "
-        f"http://127.0.0.1:8765 (default: {DEFAULT_API_URL})",
+        help="REST base URL, the voice list's own URL or the TTS WebSocket's URL, e.g. the "
+        f"emulator's http://127.0.0.1:8765 (default: {DEFAULT_API_URL})",
     )
     voices.set_defaults(func=_cmd_voices)
 
@@ -425,11 +468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_args(args)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    held: list[str] = []
     if ns.command == "emulator":
         # The emulator parses its own options again and sets up its own logging.
         ns.emulator_argv = args[args.index("emulator") + 1 :]
     else:
-        _configure_logging(ns.verbose)
+        held = _configure_logging(ns.verbose)
     try:
         status: int = ns.func(ns)
     except CliError as e:
@@ -438,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say_to_stderr("interrupted")
         return EXIT_INTERRUPTED
+    for warning in held:
+        _say_to_stderr(warning.rstrip("\n"))
     return status
 
 

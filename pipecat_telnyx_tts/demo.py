@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipecat.frames.frames import (
     EndFrame,
@@ -35,11 +36,13 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
+from websockets.exceptions import InvalidStatus
 
 from pipecat_telnyx_tts.common import DEFAULT_RATE, DEFAULT_VOICE, counted
 from pipecat_telnyx_tts.protocol import DEFAULT_URL
 from pipecat_telnyx_tts.request import check_voice
 from pipecat_telnyx_tts.service import TelnyxTTSService
+from pipecat_telnyx_tts.voice_list import VoiceList, VoiceListUnavailable, fetch_voice_list
 from pipecat_telnyx_tts.voices import family_of
 
 DEMO_REPLY = (
@@ -98,6 +101,48 @@ def _emulator_signal() -> str:
     if resolve_signal(Signal.AUTO) is Signal.SPEECH:
         return "espeak-ng speech"
     return "a synthetic tone (install the [speech] extra for espeak-ng speech)"
+
+
+def check_url(url: str) -> None:
+    """Refuse, before anything connects, a URL that can never be a TTS WebSocket."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("ws", "wss") or not parts.hostname:
+        raise SpeakError(
+            f"{url!r} is not a WebSocket URL: give ws://HOST[:PORT]/PATH or wss://..., such as "
+            f"{DEFAULT_URL} or the ws:// URL the emulator prints"
+        )
+
+
+def describe_failure(frame: ErrorFrame, url: str) -> str:
+    """What the first error of a run means to someone who typed ``url``, in one line."""
+    error = frame.exception
+    if isinstance(error, InvalidStatus) and error.response.status_code == 404:
+        return (
+            f"no TTS WebSocket at {url} (HTTP 404): check the URL's path; Telnyx's and the "
+            "emulator's is /v2/text-to-speech/speech"
+        )
+    if isinstance(error, OSError):
+        if isinstance(error, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(error, TimeoutError):
+            reason = "timed out"
+        else:
+            reason = error.strerror or type(error).__name__
+        return f"cannot connect to {url} ({reason}): check the URL and that the server is running"
+    return frame.error
+
+
+SKIP_CHECK_ADVICE = (
+    "if it is a voice cloned for your account, which the list may lack, pass --no-voice-check"
+)
+
+
+async def listed_voices(endpoint: Endpoint) -> VoiceList | None:
+    """The endpoint's voice list, which the service fetches too (the fetch is cached)."""
+    try:
+        return await fetch_voice_list(endpoint.url, endpoint.api_key)
+    except VoiceListUnavailable:
+        return None  # The service says so itself, as a warning.
 
 
 @asynccontextmanager
@@ -194,16 +239,22 @@ async def speak(
     url: str | None = None,
     api_key: str | None = None,
     token_delay: float = 0.0,
+    check_voice_list: bool = True,
     notify: Notify = lambda _: None,
 ) -> SpeakResult:
     """Speak ``text`` as one agent reply and write it to ``out`` as 16-bit mono WAV.
 
+    With ``check_voice_list``, a voice the endpoint's voice list lacks is refused before
+    speaking; without it, it is tried as given.
+
     Raises:
-        SpeakError: bad settings, a refusal or an unreachable server, no audio, or an unwritable
-            output path; the message says what to fix.
+        SpeakError: bad settings, a refusal or an unreachable server, an unlisted voice, no
+            audio, or an unwritable output path; the message says what to fix.
     """
     if not text.strip():
         raise SpeakError("nothing to say: the text is empty")
+    if url is not None:
+        check_url(url)
     out = Path(out)
     if not out.parent.is_dir():
         raise SpeakError(f"cannot write {out}: the folder {out.parent} does not exist")
@@ -217,6 +268,15 @@ async def speak(
     tokens = reply_tokens(text)
     budget = BUDGET_S + len(tokens) * token_delay + len(text) / 5.0
     async with open_endpoint(url, api_key, notify) as endpoint:
+        # The service reports a voice its list lacks as an error and carries on; a run stops at
+        # its first error, so the report is made here first, saying how to skip it, and skipped
+        # in the pipeline when asked.
+        voices = await listed_voices(endpoint)
+        skipped_report = voices.unlisted(voice) if voices else None
+        if voices and skipped_report and check_voice_list:
+            raise SpeakError(voices.unlisted(voice, SKIP_CHECK_ADVICE) or skipped_report)
+        if skipped_report:
+            notify(f"{voice} is not in the voice list: trying it anyway, as asked.")
         tts = TelnyxTTSService(
             api_key=endpoint.api_key,
             url=endpoint.url,
@@ -226,12 +286,16 @@ async def speak(
             f"Speaking {counted(len(text), 'character')} with {voice} at {sample_rate} Hz via "
             f"{endpoint.description}"
         )
-        started = time.perf_counter()
+        clock = _FirstTextClock()
 
         def on_sentence(n: int, sentence: str) -> None:
-            notify(f"  [{time.perf_counter() - started:5.2f} s] sentence {n}: {sentence}")
+            # Seconds from the reply's first text, the origin of the time to first audio too. A
+            # sentence is reported when its last word leaves the TTS: the service releases a word
+            # once enough of its audio has arrived, which is faster than it would play.
+            assert clock.first_text_at is not None  # words come only after text
+            elapsed = time.perf_counter() - clock.first_text_at
+            notify(f"  [{elapsed:5.2f} s] sentence {n}: {sentence}")
 
-        clock = _FirstTextClock()
         sink = _AudioSink(on_sentence)
         worker = PipelineWorker(
             Pipeline([clock, tts, sink]),
@@ -250,8 +314,10 @@ async def speak(
 
         @worker.event_handler("on_pipeline_error")
         async def _on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-            # The run has failed whatever comes next; stop now rather than wait for timeouts.
-            errors.append(frame.error)
+            if frame.error == skipped_report:
+                return
+            # The run has failed whatever comes next; stop now rather than wait for retries.
+            errors.append(describe_failure(frame, endpoint.url))
             await worker.cancel(reason=frame.error)
 
         async def reply() -> None:
@@ -319,6 +385,7 @@ async def run_demo(
     sample_rate: int = DEFAULT_RATE,
     url: str | None = None,
     api_key: str | None = None,
+    check_voice_list: bool = True,
     notify: Notify = lambda _: None,
 ) -> SpeakResult:
     """The scripted reply, streamed at an LLM's pace."""
@@ -330,5 +397,6 @@ async def run_demo(
         url=url,
         api_key=api_key,
         token_delay=DEMO_TOKEN_DELAY_S,
+        check_voice_list=check_voice_list,
         notify=notify,
     )

@@ -287,6 +287,7 @@ class ConnectionPolicy:
     probing: bool = False
     """The service was made usable again to let one turn test whether Telnyx recovered."""
     _refusal_reported: bool = False
+    _outage_reported: bool = False
     _likely_until: float = 0.0
     _caller_speaking: bool = False
 
@@ -406,7 +407,16 @@ class ConnectionPolicy:
         self.probing = False
         recovered = self.degraded_since is not None
         self.degraded_since = None
+        self._outage_reported = False
         return recovered
+
+    def outage_affects_turn(self) -> Report:
+        """A turn waits on a connection that failed for a reason that may pass: the pipeline
+        hears of the outage once (each turn that then fails names its own text)."""
+        if self._outage_reported:
+            return Report.QUIET
+        self._outage_reported = True
+        return Report.ONCE
 
     def turn_failed(self, now: float, *, had_audio: bool) -> bool:
         """A turn failed (error frame, lost socket, silence, budget spent).

@@ -723,10 +723,13 @@ class TelnyxTTSService(TTSService):
             if report is Report.ONCE and lane.turn is None:
                 await self.push_error(message, exception=error, category=error_category(failure))
             logger.error(f"{self}: {message}")
-        elif healthy:
+            return
+        if healthy:
             logger.warning(f"{self}: degraded: {message}; retrying with backoff")
         else:
             logger.debug(f"{self}: {message}")
+        if lane.turn is not None and self._policy.outage_affects_turn() is Report.ONCE:
+            await self.push_error(message, exception=error, category=error_category(failure))
 
     async def _give_up_turn(self, lane: Lane) -> None:
         """The turn's connect budget is spent (or the settings were refused): fail it, naming

@@ -149,11 +149,6 @@ class Turn:
         """Whether end of sequence went out: no more text will come for this turn."""
         return self._end_sent
 
-    @property
-    def sent_text(self) -> bool:
-        """Whether any text went out, so a force has something to stop."""
-        return self._sent_text
-
     def text(self, text: str) -> list[ClientMessage]:
         """The messages for newly arrived text.
 

@@ -23,6 +23,11 @@ FETCH_TIMEOUT_S = 5.0
 """The whole request; the list is only advice, so it is never waited for longer."""
 
 
+IGNORE_IF_CLONED = "a voice cloned for your account may be missing from the list: then ignore this"
+"""The service carries on after reporting an unlisted voice, so ignoring the report is all a
+pipeline's owner has to do when the voice is right."""
+
+
 class VoiceListUnavailable(Exception):
     """The voice list could not be fetched or read; the message says why."""
 
@@ -68,11 +73,12 @@ class VoiceList:
             raise VoiceListUnavailable("no item in it has a 'Provider.Model.VoiceId' id")
         return cls(voices, frozenset(v.partition(".")[0] for v in voices))
 
-    def unlisted(self, voice: str) -> str | None:
+    def unlisted(self, voice: str, advice: str = IGNORE_IF_CLONED) -> str | None:
         """What is wrong with ``voice``, naming close matches; None when it is listed.
 
         A provider this plugin knows but the list has no voice of is not judged: its voices come
-        from elsewhere (ElevenLabs voices are from the user's own ElevenLabs account).
+        from elsewhere (ElevenLabs voices are from the user's own ElevenLabs account). ``advice``
+        says what to do if the voice is right after all, which depends on who reads it.
         """
         key = canonical(voice)
         if key in self.voices:
@@ -86,8 +92,7 @@ class VoiceList:
             hint = "`pipecat-telnyx-tts voices` lists the voices your account has."
         return (
             f"voice {voice!r} is not in Telnyx's voice list; {hint} Telnyx will most likely "
-            "refuse it (a voice cloned for your account may be missing from the list: then "
-            "ignore this)"
+            f"refuse it ({advice})"
         )
 
 

@@ -4,8 +4,15 @@ speed on a full run."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import pkgutil
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +25,8 @@ from benchmarks.pipeline import NO_MARKER, long_reply, marker_of, reply_text, to
 from benchmarks.run import PARTS, TINY, run
 from benchmarks.stats import first_chunk_seconds, injected_floor
 from pipecat_telnyx_tts.emulator import Faults
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_floor_follows_the_emulators_chunking() -> None:
@@ -114,3 +123,53 @@ def test_cost_command_line_takes_variants_and_faults() -> None:
     assert command.startswith("python -m benchmarks.connection_cost --quick --variant warm .")
     with pytest.raises(SystemExit):
         connection_cost.config_from_args(["--fault", "no_such_field=1"])
+
+
+def test_help_shows_the_readmes_interpreter_and_nothing_internal() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ".venv/bin/python -m benchmarks.run --quick" in result.stdout
+    assert not re.search(r"issue #\d|/work/|#\d+", result.stdout), result.stdout
+
+
+def code_references(text: str) -> list[str]:
+    """Dotted names in backticks (``synth.split_chunks``), files and voice ids aside."""
+    names = re.findall(r"`([A-Za-z_]\w*(?:\.\w+)+)`", text)
+    return [n for n in names if not re.search(r"\.(py|md|json|png|wav|txt)$", n)]
+
+
+def test_the_benchmark_readme_names_only_code_that_exists() -> None:
+    import benchmarks
+    import pipecat_telnyx_tts.emulator as emulator_package
+
+    modules = {
+        info.name: importlib.import_module(f"{package.__name__}.{info.name}")
+        for package in (emulator_package, benchmarks)
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name not in ("__main__", "run")
+    }
+    classes = {
+        name: value
+        for module in modules.values()
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+    }
+    checked = []
+    for ref in code_references((ROOT / "benchmarks" / "README.md").read_text()):
+        head, *rest = ref.split(".")
+        target: Any = modules.get(head) or classes.get(head)
+        if target is None:
+            continue  # a voice id, the reader's own variable
+        for part in rest:
+            fields = (
+                {f.name for f in dataclasses.fields(target)}
+                if (dataclasses.is_dataclass(target))
+                else set()
+            )
+            assert hasattr(target, part) or part in fields, f"benchmarks/README.md: `{ref}`"
+            target = getattr(target, part, None)
+        checked.append(ref)
+    assert "synth.split_chunks" in checked and len(checked) >= 3, checked

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import wave
@@ -76,11 +77,23 @@ async def test_voices_prints_a_table_filtered_by_language(capsys):
     out, err = capsys.readouterr()
     assert status == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["VOICE_ID", "NAME", "PROVIDER", "LANGUAGE", "GENDER"]
+    assert lines[0].split() == ["VOICE_ID", "NAME", "PROVIDER", "LANGUAGE", "GENDER", "AUDIO"]
     assert len(lines) > 2
     assert all(line.split()[3] == "en-GB" for line in lines[1:])
-    assert "Telnyx.KokoroTTS.bf_emma" in out
     assert f"{len(lines) - 1} voices" in err
+    audio = {line.split()[0]: line.split(maxsplit=5)[5] for line in lines[1:]}
+    # KokoroTTS answers MP3 whatever is asked: the listing says so, where a user picks a voice.
+    assert audio["Telnyx.KokoroTTS.bf_emma"] == "mp3 only"
+    assert audio["azure.en-GB-RyanNeural"] == "pcm"
+
+
+async def test_voices_takes_the_websocket_url_the_emulator_prints_first(capsys):
+    async with TelnyxEmulator(faults=Faults.fast()) as emu:
+        assert emu.url.startswith("ws://") and emu.url.endswith("/v2/text-to-speech/speech")
+        status = await run("voices", "--api-url", emu.url, "--provider", "rime")
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "Rime.Mist.cove" in out
 
 
 async def test_voices_json_for_one_provider_takes_the_key_from_the_environment(capsys, monkeypatch):
@@ -141,7 +154,7 @@ def test_the_id_field_some_clients_report_is_read_as_voice_id():
     voice = normalise_voice({"id": "Rime.Mist.cove", "name": "Cove", "provider": "rime"})
     assert voice == {"voice_id": "Rime.Mist.cove", "name": "Cove", "provider": "rime"}
     header, row = format_table([voice]).splitlines()
-    assert row.split() == ["Rime.Mist.cove", "Cove", "rime"]
+    assert row.split() == ["Rime.Mist.cove", "Cove", "rime", "pcm"]
     assert header.index("NAME") == row.index("Cove")
 
 
@@ -202,6 +215,118 @@ async def test_say_with_a_bad_voice_fails_with_what_to_fix(tmp_path, capsys):
     assert status == 1
     assert "error: voice id 'astra' must have three parts" in err
     assert "Traceback" not in err
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def cli_process(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own, run from a thread so an emulator on this loop serves."""
+    return await asyncio.to_thread(
+        run_process, "-m", "pipecat_telnyx_tts.cli", *argv, timeout=timeout
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failed command's only error line, which must be its last, with nothing that would
+    send the user waiting for a retry or reading a traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == lines[-1:], result.stderr
+    assert "retrying" not in result.stderr
+    assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("command", ["say", "demo"])
+async def test_a_refused_connection_says_nothing_listens_there(tmp_path, command):
+    url = f"ws://127.0.0.1:{closed_port()}/v2/text-to-speech/speech"
+    text = ["Hello there."] if command == "say" else []
+    result = await cli_process(command, *text, "-o", str(tmp_path / "x.wav"), "--url", url)
+    line = one_error_line(result)
+    assert line == (
+        f"error: cannot connect to {url} (connection refused): check the URL and that the "
+        "server is running"
+    )
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("command", ["say", "demo"])
+async def test_a_wrong_path_says_which_path_serves_speech(tmp_path, command):
+    text = ["Hello there."] if command == "say" else []
+    async with TelnyxEmulator(faults=Faults.fast()) as emu:
+        url = emu.url.replace("/v2/text-to-speech/speech", "/v2/tts")
+        result = await cli_process(command, *text, "-o", str(tmp_path / "x.wav"), "--url", url)
+        answers = {(c.path, c.status) for c in emu.connections}
+    line = one_error_line(result)
+    assert line.startswith(f"error: no TTS WebSocket at {url} (HTTP 404): check the URL's path")
+    assert "/v2/text-to-speech/speech" in line
+    assert answers == {("/v2/tts", 404)}
+
+
+async def test_a_server_refusing_with_503_ends_the_run_without_promising_a_retry(tmp_path):
+    async with TelnyxEmulator(faults=Faults.fast(refuse_status=503)) as emu:
+        result = await cli_process("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--url", emu.url)
+    line = one_error_line(result)
+    assert line.startswith("error: Telnyx TTS connection failed with HTTP 503")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765/v2/text-to-speech/speech", "ws:///x"])
+async def test_a_url_that_is_not_a_websocket_url_is_refused_before_connecting(tmp_path, url):
+    result = await cli_process("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--url", url)
+    line = one_error_line(result)
+    assert line.startswith(f"error: {url!r} is not a WebSocket URL: give ws://HOST")
+    # Refused up front: nothing else was printed, not even the progress line.
+    assert result.stderr.splitlines() == [line]
+
+
+@pytest.mark.parametrize("command", ["say", "demo"])
+async def test_an_unlisted_voice_names_the_close_one_and_the_flag_that_skips_the_check(
+    tmp_path, command
+):
+    text = ["Hi."] if command == "say" else []
+    out = tmp_path / "x.wav"
+    async with TelnyxEmulator(faults=Faults.fast()) as emu:
+        argv = [command, *text, "-o", str(out), "--url", emu.url]
+        result = await cli_process(*argv, "--voice", "Telnyx.NaturalHD.astar")
+        spoken = len(emu.connections)
+    line = one_error_line(result)
+    assert "did you mean 'Telnyx.NaturalHD.astra'?" in line
+    assert line.endswith("pass --no-voice-check)")
+    assert spoken == 0, "refused before any socket was opened"
+    assert not out.exists()
+
+
+async def test_no_voice_check_speaks_an_unlisted_voice_as_asked(tmp_path):
+    out = tmp_path / "x.wav"
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        result = await cli_process(
+            "say", "Hi there.", "-o", str(out), "--url", emu.url,
+            "--voice", "Telnyx.NaturalHD.astar", "--no-voice-check",
+        )  # fmt: skip
+        voices = {c.params.voice for c in emu.connections if c.params}
+    assert result.returncode == 0, result.stderr
+    assert "Telnyx.NaturalHD.astar is not in the voice list: trying it anyway" in result.stderr
+    assert "error" not in result.stderr
+    assert voices == {"Telnyx.NaturalHD.astar"}
+    assert out.stat().st_size > 44
+
+
+async def test_warnings_of_a_run_that_succeeds_are_shown_after_it(tmp_path):
+    out = tmp_path / "x.wav"
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        result = await cli_process(
+            "say", "Hi there.", "-o", str(out), "--url", emu.url,
+            "--voice", "Telnyx.KokoroTTS.af_heart", "--speed", "1.2",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("WARNING: ") and "has no speed setting; speed=1.2 is ignored" in last
 
 
 async def test_usage_errors_exit_2(capsys):

@@ -20,7 +20,6 @@ from benchmarks.context import (
     plan_runs,
     run_context,
     timeline,
-    word_timestamps_supported,
     words,
 )
 from benchmarks.run import TINY
@@ -68,12 +67,12 @@ def test_heard_counts_the_words_started_before_the_position() -> None:
             _synthesis("It ships.", [("It", 0.05, 0.2), ("ships.", 0.3, 0.8)], 1.0, mp3),
         ]
 
-    tl = timeline(pair(False), rate=16000, mp3=False, pause_ms=200, mp3_files=1)
+    tl = timeline(pair(False), rate=16000, mp3_files=1)
     assert tl.words == ["sure", "the", "order", "it", "ships"]
     positions = (0.0, 0.1, 0.11, 0.55, 1.2, 1.26, 2.19, 5.0)
     assert [tl.heard(p) for p in positions] == [0, 0, 1, 2, 3, 4, 5, 5]
     # Untagged MP3: the second synthesis starts after the first's decoded length, padding and all.
-    tl = timeline(pair(True), rate=16000, mp3=True, pause_ms=200, mp3_files=1, mp3_tagged=False)
+    tl = timeline(pair(True), rate=16000, mp3_files=1, mp3_tagged=False)
     first = mp3_decoded_samples(round(1.2 * 16000), 16000, tagged=False) / 16000
     assert first > 1.2
     assert tl.heard(0.099) == 0 and tl.heard(0.101) == 1
@@ -87,20 +86,6 @@ def test_heard_counts_the_words_started_before_the_position() -> None:
     pieces, seconds = decoded_layout(16000, 16000, mp3=True, mp3_files=2)
     assert [(p.decoded_start, p.pcm_start) for p in pieces] == [(0.0, 0.0), (0.5, 0.5)]
     assert seconds == 1.0
-
-
-def test_tone_fallback_places_words_like_the_emulator() -> None:
-    # Without recorded word places (an older emulator), the tone signal's are computed.
-    old = SimpleNamespace(
-        text="Okay, I moved it. Thanks.", chunks_sent=1, audio_seconds=3.0, sample_rate=16000
-    )
-    tl = timeline([old], rate=16000, mp3=False, pause_ms=200, mp3_files=1)
-    assert tl.words == ["okay", "i", "moved", "it", "thanks"]
-    # "Okay, " is 6 characters at 14.5 a second; "Thanks." starts after the first sentence's
-    # 17 characters, its 0.15 s tail and the 200 ms pause.
-    assert tl.heard(6 / 14.5 - 0.001) == 1 and tl.heard(6 / 14.5 + 0.001) == 2
-    second = round((17 / 14.5 + 0.15) * 16000) / 16000 + 0.2
-    assert tl.heard(second - 0.001) == 4 and tl.heard(second + 0.001) == 5
 
 
 def test_plan_is_balanced_paired_unique_and_mostly_interrupted() -> None:
@@ -130,22 +115,33 @@ def test_plan_is_balanced_paired_unique_and_mostly_interrupted() -> None:
         assert 3 <= p.text.count(".") + p.text.count("?") <= 4
 
 
-async def test_word_timestamps_record_only_what_was_heard() -> None:
-    if not word_timestamps_supported():
-        pytest.skip("TelnyxTTSService has no word_timestamps keyword yet: no new behaviour to run")
-    config = replace(TINY.context, behaviours=("new",))
-    results = await run_context(config, progress=lambda _: None)
+MIN_VALID_BARGE_INS = 6
+"""Barge-ins the central assertion must be made on, whatever the machine's load."""
+MAX_BATCHES = 4
 
-    runs = results["runs"]
-    assert len(runs) == config.runs_per_behaviour
-    assert not results["errors"]
+
+async def test_word_timestamps_record_only_what_was_heard() -> None:
+    # A run whose device sat silent while the event loop was late (a loaded machine) measured the
+    # machine, and the benchmark leaves it out with its pair. So that load can make this test
+    # slower but never weaker, it runs batches of replies (a new draw each) until it has enough
+    # barge-ins that were played as scheduled, and fails if a loaded machine never gives it them.
+    runs: list[dict] = []
+    valid: list[dict] = []
+    for batch in range(MAX_BATCHES):
+        config = replace(TINY.context, behaviours=("new",), seed=TINY.context.seed + batch)
+        results = await run_context(config, progress=lambda _: None)
+        assert len(results["runs"]) == config.runs_per_behaviour
+        assert not results["errors"]
+        runs += results["runs"]
+        valid = [r for r in runs if r["valid"] and r["interrupted"]]
+        if len(valid) >= MIN_VALID_BARGE_INS:
+            break
     assert all(r["socket_found"] and r["ground_truth_aligned"] for r in runs)
-    # Whatever the speed: no sentence is recorded before its audio started playing. A run whose
-    # device sat silent while the event loop was late (a loaded machine) measured the machine,
-    # and the benchmark leaves it out; so does this test.
-    valid = [r for r in runs if r["valid"]]
-    if not valid:
-        pytest.skip("the machine was too loaded: every run's playback starved")
+    starved = sum(not r["valid"] for r in runs)
+    assert len(valid) >= MIN_VALID_BARGE_INS, (
+        f"playback starved in {starved} of {len(runs)} runs: too few barge-ins to judge"
+    )
+    # Whatever the speed: no sentence is recorded before its audio started playing.
     assert not [r for r in valid if r["unstarted_sentence_recorded"]]
     complete = [r for r in runs if not r["interrupted"]]
     assert complete

@@ -220,6 +220,24 @@ def closed_idle(conn: ConnectionRecord) -> bool:
     return conn.close_reason == "inactivity timeout"
 
 
+def sockets_stay_bounded(emu: TelnyxEmulator) -> None:
+    """Sockets the server keeps closing for idleness are replaced, not multiplied: never more
+    than three open at once (the live turn, the spare, one closing), and no more opened in all
+    than one turn-and-spare pair per idle timeout of the cell's time, with room for its turns."""
+    accepted = [c for c in emu.connections if c.status == 101]
+    end = max((c.closed_at or c.opened_at) for c in accepted)
+    events = sorted(
+        [(c.opened_at, 1) for c in accepted] + [(c.closed_at or end, -1) for c in accepted]
+    )
+    open_now = peak = 0
+    for _, change in events:
+        open_now += change
+        peak = max(peak, open_now)
+    assert peak <= 3, emu._summary()
+    elapsed = end - min(c.opened_at for c in accepted)
+    assert len(accepted) <= 2 * (elapsed / INACTIVITY_S + 1) + 4, (len(accepted), elapsed)
+
+
 def inactivity(moment: str) -> Cell:
     """The server closes sockets idle for INACTIVITY_S, while the service keeps its spares for
     60 s, as if Telnyx's idle timeout were shorter than the service believes."""
@@ -231,6 +249,7 @@ def inactivity(moment: str) -> Cell:
         def hit_spare(emu: TelnyxEmulator) -> None:
             spare = emu.connections[0]
             assert closed_idle(spare) and not wire_text(spare), emu._summary()
+            sockets_stay_bounded(emu)
 
         return Cell(
             frames=[SleepFrame(2 * INACTIVITY_S), *llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
@@ -243,6 +262,7 @@ def inactivity(moment: str) -> Cell:
         # The LLM pauses mid-turn for longer than the idle timeout: the turn's own socket dies.
         def hit_turn(emu: TelnyxEmulator) -> None:
             assert closed_idle(the(emu, B1)), emu._summary()
+            sockets_stay_bounded(emu)
 
         return Cell(
             frames=[
@@ -268,6 +288,7 @@ def inactivity(moment: str) -> Cell:
             closed_idle(c) and not wire_text(c) and (c.closed_at or 0) < force_at
             for c in emu.connections
         ), emu._summary()
+        sockets_stay_bounded(emu)
 
     async def caller_speaks(emu: TelnyxEmulator, tts: TelnyxTTSService) -> None:
         # The caller starts speaking while the bot does (the spare for the next turn is opened

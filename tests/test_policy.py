@@ -271,3 +271,14 @@ def test_a_last_try_that_wakes_late_is_still_made_once():
     assert last is not None and last.reserved
     p.connect_failed(12.06, TRANSIENT)
     assert p.next_attempt(12.07, deadline=12.0) is None
+
+
+def test_an_outage_that_a_turn_waits_on_is_reported_once_until_it_is_over():
+    p = policy()
+    p.connect_failed(0.0, TRANSIENT)
+    assert p.outage_affects_turn() is Report.ONCE
+    p.connect_failed(1.0, TRANSIENT)
+    assert p.outage_affects_turn() is Report.QUIET
+    p.proved(2.0)
+    p.connect_failed(3.0, TRANSIENT)
+    assert p.outage_affects_turn() is Report.ONCE, "a new outage is news again"

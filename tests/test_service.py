@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 import pytest
 from loguru import logger
 from pipecat.frames.frames import (
+    Frame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -20,7 +22,9 @@ from pipecat.frames.frames import (
     TTSUpdateSettingsFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData, TTSUsageMetricsData
+from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.task import PipelineParams
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.tts_service import TextAggregationMode
 from pipecat.tests.utils import SleepFrame, run_test
 
@@ -176,14 +180,35 @@ async def test_speak_frame_is_its_own_turn():
         assert audio_seconds(down) > 0.5
 
 
+class TextClock(FrameProcessor):
+    """Stands before the TTS and notes when each ``LLMTextFrame`` was pushed into it."""
+
+    def __init__(self) -> None:
+        super().__init__(name="text-clock")
+        self.pushed_at: list[float] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame):
+            self.pushed_at.append(time.perf_counter())
+        await self.push_frame(frame, direction)
+
+
 async def test_back_to_back_turns_each_get_their_own_socket_with_no_handshake_wait():
-    async with TelnyxEmulator(signal="marker", faults=Faults.fast(upgrade_delay=0.1)) as emu:
+    # Each upgrade takes UPGRADE_S; the turns are spaced so that a spare has time to connect
+    # (GAP_S, twice that and more) whatever the machine's load. A turn whose text reaches the
+    # wire sooner after it was pushed than an upgrade takes cannot have waited for a handshake.
+    upgrade_s, gap_s = 0.5, 1.5
+    faults = Faults.fast(upgrade_delay=upgrade_s)
+    async with TelnyxEmulator(signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
-        frames = []
+        clock = TextClock()
+        frames: list[Frame] = []
         for i in range(4):
+            frames.append(SleepFrame(gap_s))
             frames += llm_turn(f"Turn number {i} is here. ")
-            frames.append(SleepFrame(0.3))
-        down, up = await run(tts, frames)
+        frames.append(SleepFrame(0.3))
+        down, up = await run(Pipeline([clock, tts]), frames)
         assert not errors(up)
         assert started_and_stopped(down) == (4, 4)
         used = turn_connections(emu)
@@ -195,15 +220,16 @@ async def test_back_to_back_turns_each_get_their_own_socket_with_no_handshake_wa
             if not order or order[-1] != m:
                 order.append(m)
         assert order == [c.index for c in used]
-        # Every turn's socket was connected and initialized before its text arrived.
-        for conn in used:
-            first_text = next(
+        # Every turn's text reached the wire less than an upgrade after it was pushed: its socket
+        # was connected before the text came (emulator and test share perf_counter).
+        assert len(clock.pushed_at) == 4
+        for conn, pushed_at in zip(used, clock.pushed_at, strict=True):
+            on_wire = next(
                 f.t
                 for f in conn.received
                 if f.message is not None and not isinstance(f.message, InitMessage)
             )
-            init_at = next(f.t for f in conn.received if isinstance(f.message, InitMessage))
-            assert init_at < first_text
+            assert 0 < on_wire - pushed_at < upgrade_s, (conn.index, on_wire - pushed_at)
 
 
 async def test_a_turn_with_no_text_returns_its_socket_without_errors():

@@ -86,7 +86,8 @@ def test_no_text_is_lost_in_token_mode():
 def test_empty_text_sends_nothing():
     turn = Turn(token_mode=True)
     assert turn.text("") == []
-    assert not turn.sent_text
+    # Nothing went out, so an interruption has nothing to force.
+    assert turn.interrupt() == []
 
 
 def test_a_final_before_end_of_sequence_does_not_end_the_turn():

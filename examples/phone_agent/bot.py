@@ -160,7 +160,10 @@ def make_llm(config: AgentConfig) -> FrameProcessor:
     return OpenAILLMService(
         api_key=config.llm_api_key or config.telnyx_api_key,
         base_url=config.llm_base_url,
-        settings=OpenAILLMService.Settings(model=config.llm_model),
+        # The system prompt lives on the LLM service (pipecat 1.9+), not in the context.
+        settings=OpenAILLMService.Settings(
+            model=config.llm_model, system_instruction=config.system_prompt
+        ),
     )
 
 
@@ -252,7 +255,7 @@ def create_worker(
     strategy broadcasts an ``InterruptionFrame`` (pipecat 1.14 interrupts by default), which makes
     the TTS stop its synthesis and the serializer send Telnyx a ``clear``.
     """
-    context = LLMContext([{"role": "system", "content": config.system_prompt}])
+    context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     )
@@ -281,7 +284,8 @@ def create_worker(
 
     @transport.event_handler("on_client_connected")
     async def on_client_connected(_transport: BaseTransport, _client: Any) -> None:
-        context.add_message({"role": "system", "content": GREETING_INSTRUCTION})
+        # "developer": an instruction in the conversation, as pipecat's own aggregators add them.
+        context.add_message({"role": "developer", "content": GREETING_INSTRUCTION})
         await worker.queue_frames([LLMRunFrame()])
 
     @transport.event_handler("on_client_disconnected")
