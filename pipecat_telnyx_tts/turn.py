@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from loguru import logger
 
@@ -199,7 +200,7 @@ class Turn:
         out.append(EndMessage())
         self._end_sent = True
         self.awaiting_server = True
-        self.phase = Phase.ENDING
+        self._enter(Phase.ENDING)
         return out
 
     @property
@@ -220,7 +221,7 @@ class Turn:
     def interrupt(self) -> list[ClientMessage]:
         """Abandon the turn; a force goes out only if the server has anything to stop."""
         was_live = self.phase is not Phase.DONE and self._sent_text
-        self.phase = Phase.DONE
+        self._enter(Phase.DONE)
         self._held = None
         return [ForceMessage()] if was_live else []
 
@@ -231,7 +232,7 @@ class Turn:
         self.awaiting_server = self.phase is Phase.ENDING
         match message:
             case ErrorMessage(error=error):
-                self.phase = Phase.DONE
+                self._enter(Phase.DONE)
                 return [Failed(f"Telnyx reported an error: {error}")]
             case AudioMessage(audio=audio, text=text, cached=cached, time_to_first_audio_ms=ttfa):
                 events: list[Event] = []
@@ -263,10 +264,10 @@ class Turn:
             return []
         ended = self.phase is Phase.ENDING and self.final_after_end
         if ended and seconds >= grace and not self.unanswered_text:
-            self.phase = Phase.DONE
+            self._enter(Phase.DONE)
             return [Finished()]
         if self.awaiting_server and seconds >= timeout:
-            self.phase = Phase.DONE
+            self._enter(Phase.DONE)
             return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due")]
         return []
 
@@ -274,7 +275,7 @@ class Turn:
         """End the turn because of a failure found outside the frames (a send, the decoder)."""
         if self.phase is Phase.DONE:
             return []
-        self.phase = Phase.DONE
+        self._enter(Phase.DONE)
         return [Failed(reason)]
 
     def on_closed(self, *, clean: bool, detail: str) -> list[Event]:
@@ -282,7 +283,7 @@ class Turn:
         if self.phase is Phase.DONE:
             return []
         ending = self.phase is Phase.ENDING
-        self.phase = Phase.DONE
+        self._enter(Phase.DONE)
         if ending and clean and self.final_after_end:
             return [Finished()]
         if ending and clean:
@@ -290,6 +291,17 @@ class Turn:
             # sequence; a close without one (an idle timeout, say) cut the audio short.
             return [Failed(f"Telnyx closed the socket before the turn's final frame ({detail})")]
         return [Failed(f"the Telnyx connection ended before the turn finished ({detail})")]
+
+    _NEXT: ClassVar[dict[Phase, frozenset[Phase]]] = {
+        Phase.SPEAKING: frozenset({Phase.ENDING, Phase.DONE}),
+        Phase.ENDING: frozenset({Phase.DONE}),
+        Phase.DONE: frozenset({Phase.DONE}),
+    }
+
+    def _enter(self, phase: Phase) -> None:
+        """The one place the phase changes; a turn never goes back."""
+        assert phase in self._NEXT[self.phase], f"turn cannot go from {self.phase} to {phase}"
+        self.phase = phase
 
     def _first_clause(self, pending: str) -> int | None:
         """Length of the part of ``pending`` that completes the turn's first clause, if it does
