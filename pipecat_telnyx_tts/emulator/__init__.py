@@ -17,8 +17,9 @@ placed there, or with the next line of a script.
 
 Inside: ``server`` (the emulator's life and records), ``admission`` (the HTTP side of an
 upgrade), ``connection`` (frame-by-frame reading), ``play`` (one socket), ``lifecycle`` (when
-text becomes a synthesis), ``plan`` (the frames of a synthesis), ``synth`` (its audio); ``stt_socket`` (one STT socket), ``stt_session`` (utterances and results,
-without I/O), ``stt_recognize`` (known audio and scripts), ``stt_config`` (knobs and faults).
+text becomes a synthesis), ``plan`` (the frames of a synthesis), ``synth`` (its audio);
+``stt_socket`` (one STT socket), ``stt_session`` (utterances and results, without I/O),
+``stt_recognize`` (known audio and scripts), ``stt_config`` (knobs and faults).
 """
 
 from pipecat_telnyx_tts.emulator.catalogue import VOICES, Voice
