@@ -69,7 +69,9 @@ def _summary(record: ConnectionRecord) -> dict[str, Any]:
         "index": record.index,
         "status": record.status,
         "opened_at": record.opened_at,
+        "answered_at": record.answered_at,
         "closed_at": record.closed_at,
+        "idle_timeout": record.idle_timeout,
         "voice": params.resolved_voice() if params else None,
         "sample_rate": params.sample_rate if params else None,
         "audio_format": params.audio_format if params else None,
@@ -214,7 +216,9 @@ class Connection:
     index: int
     status: int
     opened_at: float
+    answered_at: float | None
     closed_at: float | None
+    idle_timeout: float | None
     voice: str | None
     sample_rate: int | None
     audio_format: str | None
@@ -228,7 +232,9 @@ class Connection:
             index=data["index"],
             status=data["status"],
             opened_at=data["opened_at"],
+            answered_at=data["answered_at"],
             closed_at=data["closed_at"],
+            idle_timeout=data["idle_timeout"],
             voice=data["voice"],
             sample_rate=data["sample_rate"],
             audio_format=data["audio_format"],

@@ -144,14 +144,22 @@ class Entered:
 class Session:
     """One pipeline around one TTS service, as one call of a bot would run it."""
 
-    def __init__(self, tts: TTSService, *, sample_rate: int, markers: bool = False) -> None:
+    def __init__(
+        self,
+        tts: TTSService,
+        *,
+        sample_rate: int,
+        markers: bool = False,
+        after: Sequence[FrameProcessor] = (),
+    ) -> None:
+        """``after`` go after the tail, as an output transport would."""
         self.tts = tts
         self.head = Head()
         self.tail = Tail(markers=markers)
         self.entered = Entered()
         tts.add_event_handler("on_before_process_frame", self.entered.on_frame)
         self.worker = PipelineWorker(
-            Pipeline([self.head, tts, self.tail]),
+            Pipeline([self.head, tts, self.tail, *after]),
             params=PipelineParams(
                 audio_in_sample_rate=sample_rate, audio_out_sample_rate=sample_rate
             ),

@@ -9,6 +9,8 @@ from typing import Any
 
 import matplotlib
 
+from benchmarks import connection_cost
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
@@ -118,6 +120,13 @@ def targets(results: dict[str, Any]) -> list[Target]:
     context = results.get("context")
     if context:
         out += _context_targets(context)
+    cost = results.get("cost")
+    if cost:
+        # Judged on the last variant, the service as it is now; the others are for comparison.
+        last = cost["config"]["variants"][-1]["name"]
+        out += [
+            Target(g.name, g.measured, g.goal, g.met) for g in connection_cost.goals(cost, last)
+        ]
     return out
 
 
@@ -386,6 +395,13 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
         lines += _cpu_md(results["cpu"])
     if "context" in results:
         lines += _context_md(results["context"])
+    if "cost" in results:
+        lines += [
+            "",
+            "**Connection cost per call shape**",
+            "",
+            connection_cost.table(results["cost"]),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ From the repository root::
     /work/venv/bin/python -m benchmarks.run            # full run, about 14 minutes
     /work/venv/bin/python -m benchmarks.run --quick    # smoke-sized run, under two minutes
     /work/venv/bin/python -m benchmarks.run --only context   # one part
+    /work/venv/bin/python -m benchmarks.run --only cost      # connection cost, before and after
 
 Writes ``benchmarks/results/latest.{json,md,png}`` and prints the Markdown table. Exits 1 when a
 target is missed. Speed goals are judged here, on medians and ratios measured in one run, never
@@ -27,8 +28,9 @@ from typing import Any
 
 from loguru import logger
 
-from benchmarks import report
+from benchmarks import connection_cost, report
 from benchmarks.bargein import BargeInConfig, run_bargein
+from benchmarks.connection_cost import CostConfig, run_cost
 from benchmarks.context import ContextConfig, run_context
 from benchmarks.cpu import CpuConfig, run_cpu
 from benchmarks.latency import LatencyConfig, run_latency
@@ -37,7 +39,7 @@ from pipecat_telnyx_tts.emulator import Faults
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("latency", "bargein", "cpu")
 """The parts of issue #5, which ``tests/test_benchmarks.py`` runs at the TINY size."""
-CHOICES = (*PARTS, "context")
+CHOICES = (*PARTS, "context", "cost")
 """Every part ``--only`` takes; a run without ``--only`` runs them all."""
 
 
@@ -49,6 +51,7 @@ class Plan:
     bargein: BargeInConfig = field(default_factory=BargeInConfig)
     cpu: CpuConfig = field(default_factory=CpuConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 FULL = Plan(latency=LatencyConfig(sessions=6, turns=6))
@@ -57,6 +60,7 @@ QUICK = Plan(
     bargein=BargeInConfig(barge_ins=20, block=10),
     cpu=CpuConfig(turns=3, repeats=2, sweep=(100,), sweep_cases=("pcm",), sweep_seconds=3),
     context=ContextConfig(runs_per_behaviour=32, concurrency=16),
+    cost=connection_cost.QUICK,
 )
 TINY = Plan(
     latency=LatencyConfig(
@@ -78,6 +82,7 @@ TINY = Plan(
         sweep_seconds=1.5,
     ),
     context=ContextConfig(runs_per_behaviour=12, concurrency=12),
+    cost=connection_cost.TINY,
 )
 """For the smoke test: every code path, in seconds; its numbers mean nothing."""
 
@@ -98,6 +103,8 @@ async def run(plan: Plan, parts: tuple[str, ...], command: str) -> dict[str, Any
         results["cpu"] = await run_cpu(plan.cpu, progress)
     if "context" in parts:
         results["context"] = await run_context(plan.context, progress)
+    if "cost" in parts:
+        results["cost"] = await run_cost(plan.cost, progress)
     results["meta"] = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

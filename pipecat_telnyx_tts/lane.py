@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from pipecat_telnyx_tts.audio import AudioDecoder
+from pipecat_telnyx_tts.policy import Failure
 from pipecat_telnyx_tts.protocol import (
     ClientMessage,
     ProtocolError,
@@ -54,8 +55,12 @@ class LaneOwner(Protocol):
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
         """The server or the network ended the socket (never called for this client's closes)."""
 
-    async def lane_connect_failed(self, lane: Lane, error: Exception) -> float | None:
-        """The handshake or init failed: seconds to wait before trying again, or None to stop."""
+    async def lane_next_attempt(self, lane: Lane) -> float | None:
+        """Seconds to wait before the next handshake, or None to stop trying (the owner has
+        then dealt with the lane's turn)."""
+
+    async def lane_connect_failed(self, lane: Lane, error: Exception) -> None:
+        """The handshake failed."""
 
 
 def unsent_text(messages: list[ClientMessage]) -> str:
@@ -90,6 +95,12 @@ class Lane:
         self.clock: WordClock | None = None
         """The turn's word timing, when words are timed."""
         self.turn_on_wire = False
+        self.had_audio = False
+        """The bound turn got audio on this socket."""
+        self.failure: Failure | None = None
+        """How the server's error frame classes, if one failed the turn."""
+        self.connect_deadline: float | None = None
+        """When the bound turn must give up getting a socket (set at bind, kept on moves)."""
         self.last_heard = time.monotonic()
         self._poll = poll
         self.task: asyncio.Task[None] | None = None
@@ -126,6 +137,7 @@ class Lane:
         assert other.turn is not None and other.context_id is not None
         assert other.decoder is not None and not other.turn_on_wire
         self.bind(other.context_id, other.turn, other.decoder, other.clock)
+        self.connect_deadline = other.connect_deadline
         queued, other.pending = other.pending, []
         other.turn = other.context_id = other.decoder = other.clock = None
         if self.life.open:
@@ -163,13 +175,13 @@ class Lane:
 
     # ------------------------------------------------------------------ closing
 
-    def begin_close(self, reason: str) -> bool:
+    def begin_close(self) -> bool:
         """Mark the socket as closed by this client, at once; False if it had already ended.
 
         From here on nothing the socket says reaches the owner. :meth:`finish_close` does the
         closing handshake.
         """
-        return self.life.close_by_client(reason)
+        return self.life.close_by_client()
 
     async def finish_close(self) -> None:
         """The closing handshake (bounded by the connection's close timeout), then the task."""
@@ -197,21 +209,23 @@ class Lane:
     # ------------------------------------------------------------------ the lane's task
 
     async def run(self) -> None:
-        """Connect (retrying as the owner says), send init and queued frames, then receive."""
+        """Connect (when and as often as the owner says), send init and queued frames, receive."""
         while True:
+            delay = await self._owner.lane_next_attempt(self)
+            if delay is None or self.life.ended:
+                self.life.on_ended()
+                return
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if self.life.ended:
+                    return
             try:
                 ws = await self._connect(self.request)
                 break
             except Exception as e:  # every failure to connect goes to the owner
                 if self.life.ended:
                     return
-                delay = await self._owner.lane_connect_failed(self, e)
-                if delay is None or self.life.ended:
-                    self.life.on_ended(f"could not connect: {e}")
-                    return
-                await asyncio.sleep(delay)
-                if self.life.ended:
-                    return
+                await self._owner.lane_connect_failed(self, e)
         self._ws = ws
         if self.life.ended:
             # Closed by this client while the handshake ran.
@@ -260,5 +274,5 @@ class Lane:
             detail += f": {e.rcvd.reason}"
         if self._abort_reason:
             detail = self._abort_reason
-        if self.life.on_ended(detail) is Closer.REMOTE:
+        if self.life.on_ended() is Closer.REMOTE:
             await self._owner.lane_ended(self, clean=code == 1000, detail=detail)

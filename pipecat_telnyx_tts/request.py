@@ -159,10 +159,12 @@ def build_request(
     text_type: str | None = None,
     pronunciation_dict_id: str | None = None,
     disable_cache: bool = False,
+    inactivity_timeout: float | None = None,
 ) -> Request:
     """The request for the current settings.
 
     ``disable_cache=False`` is Telnyx's default, so it is left off the query.
+    ``inactivity_timeout`` asks for an idle window; whether it is granted is learned from closes.
     """
     family = VoiceId.parse(voice).family
     fmt, rate, pcm_rate = choose_format(family, out_rate, audio_format)
@@ -174,6 +176,7 @@ def build_request(
         text_type=text_type,
         disable_cache=disable_cache or None,
         pronunciation_dict_id=pronunciation_dict_id,
+        inactivity_timeout=inactivity_timeout,
     )
     init = InitMessage(voice_settings_for(family, fmt, speed, voice_settings))
     return Request(params, init, pcm_rate)

@@ -1,24 +1,24 @@
 """``TelnyxTTSService``: Telnyx's streaming TTS WebSocket as a Pipecat TTS service.
 
-Design in one paragraph: every turn gets a socket of its own, taken from a spare that was connected
-and initialized ahead of time, so no turn waits for a handshake and every audio byte read from a
-socket belongs to exactly one turn (the wire has no context id). Barge-in sends ``force`` on the
-interrupted turn's socket and abandons it: nothing it sends afterwards can reach the pipeline.
-Where the pieces live: what to send and when a turn is over, :mod:`~pipecat_telnyx_tts.turn`; the
-life of one socket, :mod:`~pipecat_telnyx_tts.socket_state` and :mod:`~pipecat_telnyx_tts.lane`;
-the spare, :mod:`~pipecat_telnyx_tts.spares`. This module is the pipecat glue around them.
+Design in one paragraph: every turn gets a socket of its own, usually a spare connected and
+initialized when the turn became likely, so no turn waits for a handshake and every audio byte read
+from a socket belongs to exactly one turn (the wire has no context id). Barge-in sends ``force`` on
+the interrupted turn's socket and abandons it: nothing it sends afterwards can reach the pipeline.
+Where the pieces live: what to send and when a turn is over, :mod:`.turn`; when to open, retry, give
+up and report, :mod:`.policy` (with :mod:`.failures`); the sockets held, :mod:`.sockets`; one
+socket, :mod:`.lane` and :mod:`.socket_state`; turn audio and words into pipecat,
+:mod:`.turn_output`; the settings, :mod:`.settings`; pipecat's private members,
+:mod:`.pipecat_private`. This module is the pipecat hooks around them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, ClassVar
 
 from loguru import logger
@@ -32,21 +32,36 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     StartFrame,
-    TTSAudioRawFrame,
-    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.tracing.service_decorators import traced_tts
-from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
+from pipecat.utils.types import NOT_GIVEN, is_given
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from pipecat_telnyx_tts.audio import AudioDecodeError, AudioDecoder
+from pipecat_telnyx_tts import pipecat_private
+from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.clauses import FirstClauseAggregator
 from pipecat_telnyx_tts.common import DEFAULT_VOICE
+from pipecat_telnyx_tts.failures import check_ws_url, classify_connect_error, error_category
 from pipecat_telnyx_tts.lane import Lane, SendFailed, unsent_text
+from pipecat_telnyx_tts.policy import (
+    ConnectionPolicy,
+    Failure,
+    IdleWindow,
+    Kind,
+    Limits,
+    Report,
+    classify_server_error,
+    shared_limiter,
+)
 from pipecat_telnyx_tts.protocol import (
     DEFAULT_URL,
     ClientMessage,
@@ -59,88 +74,56 @@ from pipecat_telnyx_tts.request import (
     DECODABLE_FORMATS,
     Request,
     build_request,
-    check_text_options,
     check_voice,
     choose_format,
     ignored_speed,
     reads_ssml,
 )
-from pipecat_telnyx_tts.socket_state import PERMANENT_UPGRADE_STATUSES, Backoff
-from pipecat_telnyx_tts.spares import SparePool, SpareTiming
+from pipecat_telnyx_tts.settings import QUERY_FIELDS, TelnyxTTSSettings, check_settings, given
+from pipecat_telnyx_tts.sockets import Sockets
 from pipecat_telnyx_tts.ssml import phoneme
-from pipecat_telnyx_tts.turn import (
-    Announced,
-    Audio,
-    Event,
-    Failed,
-    Finished,
-    FirstAudioLatency,
-    Phase,
-    SynthesisFinal,
-    Turn,
-)
+from pipecat_telnyx_tts.turn import Phase, Turn
+from pipecat_telnyx_tts.turn_output import ForgetUnplayed, TurnOutput
 from pipecat_telnyx_tts.voice_list import VoiceList, VoiceListUnavailable, fetch_voice_list
-from pipecat_telnyx_tts.word_timing import TimedWord, WordClock
+from pipecat_telnyx_tts.word_timing import WordClock
 
 # websockets logs request headers (the API key among them) at DEBUG; this logger never does.
 _WS_LOGGER = logging.getLogger("pipecat_telnyx_tts.websockets")
 _WS_LOGGER.setLevel(logging.INFO)
 
-
-@dataclass
-class TelnyxTTSSettings(TTSSettings):
-    """Runtime-updatable settings of :class:`TelnyxTTSService`.
-
-    Parameters:
-        speed: Speaking rate, mapped onto the provider's own key (``voice_speed`` for Telnyx and
-            Rime, ``speed`` for Minimax). ``None`` leaves the provider's default.
-        voice_settings: Provider-specific init keys, sent verbatim; they win over ``speed``.
-        text_type: ``"text"`` or ``"ssml"``; ``None`` leaves Telnyx's default (text). SSML is
-            read by AWS Polly and Azure voices only, so ``"ssml"`` with any other voice is
-            refused. With it, the text sent must be valid SSML content, and
-            ``pronunciation_transform_ipa`` works.
-        pronunciation_dict_id: UUID of a Telnyx pronunciation dictionary. Telnyx applies it
-            before any provider sees the text, so every provider takes it.
-        disable_cache: True asks Telnyx to synthesize afresh rather than serve identical text
-            from its audio cache; the cache sits in front of every provider, so all take it.
-    """
-
-    speed: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    voice_settings: dict[str, Any] | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    text_type: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    pronunciation_dict_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    disable_cache: bool | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-
-
-_QUERY_FIELDS = ("voice", "text_type", "pronunciation_dict_id", "disable_cache")
-"""Settings checked together: whether one is accepted can depend on another (SSML on the voice)."""
+_CALLER_STARTED = (UserStartedSpeakingFrame, VADUserStartedSpeakingFrame)
+_CALLER_STOPPED = (UserStoppedSpeakingFrame, VADUserStoppedSpeakingFrame)
 
 
 class TelnyxTTSService(TTSService):
     """Telnyx text-to-speech over its streaming WebSocket.
 
     Text is sent as it arrives and flushed at sentence ends, so audio starts after the first
-    sentence whichever way the server behaves; a socket per turn, prepared ahead, keeps handshakes
-    off the critical path and makes barge-in exact. See the README for the settings table.
+    sentence whichever way the server behaves; a socket per turn, prepared when a turn becomes
+    likely, keeps handshakes off the critical path and makes barge-in exact. See the README for
+    the settings table and what each fault costs.
     """
 
     Settings = TelnyxTTSSettings
     _settings: TelnyxTTSSettings
 
-    SPARE_TIMING: ClassVar[SpareTiming] = SpareTiming()
+    POLICY_LIMITS: ClassVar[Limits] = Limits()
+    """Quick-close window, a turn's connect budget, backoff caps, spare margins (:mod:`.policy`)."""
+    INACTIVITY_TIMEOUT_S: ClassVar[float | None] = 60.0
+    """The idle window asked for in the query (None: none); the one the server keeps is learned
+    from the closes it makes."""
+    HANDSHAKES_PER_SECOND: ClassVar[float] = 20.0
+    HANDSHAKE_BURST: ClassVar[int] = 20
+    """Handshakes to one URL, for the whole process: after a network blip, every call of the
+    process reconnects within this, not at once."""
     RESPONSE_TIMEOUT_S: ClassVar[float] = 10.0
     """Silence from the server, while it owes audio, after which the turn fails."""
     FINAL_GRACE_S: ClassVar[float] = 3.0
     """After end of sequence and a final frame, how long to wait for a close that never comes."""
     CONNECT_TIMEOUT_S: ClassVar[float] = 5.0
     """One handshake attempt; an upgrade that is never answered is abandoned after this."""
-    TURN_CONNECT_BUDGET_S: ClassVar[float] = 9.0
-    """How long a turn keeps retrying to connect through an outage before it is given up.
-    Below pipecat's idle timeout for the context (``RESPONSE_TIMEOUT_S`` + 2 s)."""
     SEND_TIMEOUT_S: ClassVar[float] = 5.0
     CLOSE_TIMEOUT_S: ClassVar[float] = 2.0
-    QUICK_CLOSE_S: ClassVar[float] = 5.0
-    """A spare the server closes sooner than this after it opened counts as a failure."""
 
     def __init__(
         self,
@@ -152,6 +135,7 @@ class TelnyxTTSService(TTSService):
         settings: TelnyxTTSSettings | None = None,
         flush_first_clause: bool = False,
         word_timestamps: bool = True,
+        keep_warm: bool = False,
         **kwargs: Any,
     ) -> None:
         """Create the service.
@@ -173,6 +157,10 @@ class TelnyxTTSService(TTSService):
                 context holds what the caller heard. False pushes each sentence's text ahead of
                 its audio instead, pipecat's behaviour for services without word times, which
                 records sentences that never played.
+            keep_warm: Always keep a connected spare socket, replaced before the server's idle
+                window runs out, instead of opening one when a turn becomes likely (the caller
+                speaks, a reply starts). It also covers turns nothing announces, at a few
+                handshakes a minute on an idle call.
             **kwargs: Passed on to pipecat's ``TTSService`` (``text_aggregation_mode``, ...).
         """
         key = api_key or os.environ.get("TELNYX_API_KEY")
@@ -181,6 +169,7 @@ class TelnyxTTSService(TTSService):
                 "no Telnyx API key: pass api_key=... or set TELNYX_API_KEY "
                 "(a Telnyx API v2 key from the Telnyx portal, 'KEY...')"
             )
+        check_ws_url(url)
         if audio_format is not None and audio_format not in DECODABLE_FORMATS:
             raise ValueError(
                 f"audio_format {audio_format!r} cannot be decoded by this service; "
@@ -201,7 +190,7 @@ class TelnyxTTSService(TTSService):
         assert isinstance(defaults.voice, str)
         # Fail at construction, with what to fix, rather than at the first turn.
         choose_format(check_voice(defaults.voice).family, 24000, audio_format)
-        _check_text_options(defaults)
+        check_settings(defaults)
         kwargs.setdefault("push_start_frame", True)
         kwargs.setdefault("push_text_frames", not word_timestamps)
         kwargs.setdefault("push_stop_frames", False)
@@ -211,36 +200,37 @@ class TelnyxTTSService(TTSService):
         kwargs.setdefault("stop_frame_timeout_s", self.RESPONSE_TIMEOUT_S + 2.0)
         super().__init__(sample_rate=sample_rate, settings=defaults, **kwargs)
         self._first_clause = flush_first_clause
-        if flush_first_clause and not self._is_streaming_tokens:
-            # pipecat 1.14's TTSService takes no text aggregator (its **kwargs would drop one
-            # silently), so its sentence aggregator is replaced here, as its own Cartesia and
-            # Rime services replace theirs. Token mode needs none: the Turn finds the clause.
-            self._text_aggregator = FirstClauseAggregator(language=self._text_aggregator.language)
+        if flush_first_clause and not pipecat_private.streams_tokens(self):
+            # Token mode needs no aggregator of its own: the Turn finds the clause.
+            pipecat_private.replace_text_aggregator(self, FirstClauseAggregator)
         self._api_key = key
         self._key_pattern = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
         self._url = url
         self._audio_format = audio_format
-        self._lanes: dict[str, Lane] = {}
-        """Turn sockets by context id."""
         self._word_timestamps = word_timestamps
+        self._policy = ConnectionPolicy(
+            limits=self.POLICY_LIMITS,
+            limiter=shared_limiter(
+                url, rate=self.HANDSHAKES_PER_SECOND, burst=self.HANDSHAKE_BURST
+            ),
+            idle=IdleWindow(asked=self.INACTIVITY_TIMEOUT_S),
+            keep_warm=keep_warm,
+        )
+        self._sockets = Sockets(self._open_lane, self._spawn, self._policy)
+        self._output = TurnOutput(self, self._sockets)
         self._requested_at: dict[str, float] = {}
         """When each turn's first text went to synthesis, for its TTFB (see start_ttfb_metrics)."""
-        self._pool = SparePool(self._open_lane, self._retire, self.SPARE_TIMING)
-        self._backoff = Backoff()
-        self._outage = False
-        """Connections have failed for reasons that may pass, and none has succeeded since."""
-        self._refused = False
-        """Telnyx refused the key or settings (400/401/403); only new settings can help."""
+        self._reply_request: tuple[str, Request] | None = None
+        """The settings in force when the current reply began: a settings update applies from
+        the next reply, even if it comes before this one's first text."""
+        self._last_connect_error: tuple[str, Exception, Failure] | None = None
         self._stopping = False
         self._connected = False
         """Whether ``on_connected`` was the last connection event fired."""
         self._in_reply = False
         self._leftover_reply = False
         """An interruption ended an LLM reply whose last frames may still be queued here."""
-        self._maintenance_task: asyncio.Task | None = None
-        self._closing: set[asyncio.Task] = set()
-        self._failed_turns: dict[str, list[str]] = {}
-        """Turns ended by an error while their text still flowed, with the text left unspoken."""
+        self._upkeep_task: asyncio.Task | None = None
         self._voice_list: VoiceList | None = None
         self._voice_list_task: asyncio.Task | None = None
         self._warn_ignored_settings()
@@ -262,14 +252,14 @@ class TelnyxTTSService(TTSService):
         audio's TTFB and lose its own. Each turn's start is kept, and put back when its own
         first audio plays (:meth:`stop_ttfb_metrics`).
         """
-        context_id = self._turn_context_id
+        context_id = pipecat_private.turn_context_id(self)
         if context_id is not None:
             self._requested_at.setdefault(context_id, start_time or time.time())
         await super().start_ttfb_metrics(start_time=start_time)
 
     async def stop_ttfb_metrics(self, *, end_time: float | None = None) -> None:
         """TTFB (and from it TTFA, leading silence included) of the turn whose audio starts."""
-        context_id = self._audio_context_manager.playing_context_id
+        context_id = pipecat_private.playing_context_id(self)
         started = self._requested_at.pop(context_id, None) if context_id else None
         if started is not None:
             await super().start_ttfb_metrics(start_time=started)
@@ -289,15 +279,16 @@ class TelnyxTTSService(TTSService):
         """True for AWS Polly and Azure voices with ``text_type="ssml"``; elsewhere the tag
         would be spoken, so pipecat skips pronunciation transforms."""
         s = self._settings
-        return isinstance(s.voice, str) and reads_ssml(s.voice, _given(s.text_type))
+        return isinstance(s.voice, str) and reads_ssml(s.voice, given(s.text_type))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, frame: StartFrame) -> None:
-        """Connect a spare right away, so the first turn does not wait for a handshake."""
+        """Connect a spare right away, so the first turn (a greeting) does not wait for one."""
         await super().start(frame)
-        self._ensure_spare()
-        self._maintenance_task = self.create_task(self._maintain_spares(), name="telnyx-spares")
+        self._policy.turn_likely(time.monotonic())
+        self._keep_spare()
+        self._upkeep_task = self.create_task(self._upkeep(), name="telnyx-upkeep")
         self._voice_list_task = self.create_task(self._load_voice_list(), name="telnyx-voices")
 
     async def stop(self, frame: EndFrame) -> None:
@@ -308,7 +299,11 @@ class TelnyxTTSService(TTSService):
         would be for a turn whose end of sequence was never sent.
         """
         self._begin_shutdown()
-        await self._finish_turn_in_progress()
+        context_id = pipecat_private.turn_context_id(self)
+        if context_id is not None:
+            await pipecat_private.finish_turn_text(self, context_id)
+            if self.audio_context_available(context_id):
+                await self.flush_audio(context_id)
         await super().stop(frame)
         await self._shutdown()
 
@@ -327,40 +322,22 @@ class TelnyxTTSService(TTSService):
     def _begin_shutdown(self) -> None:
         """From here on no socket is opened, whatever happens."""
         self._stopping = True
-        for spare in self._pool.stop():
-            self._retire(spare, "service stopping")
-
-    async def _finish_turn_in_progress(self) -> None:
-        # The steps of pipecat 1.14's own end-of-turn handling (_handle_llm_response_end), less
-        # pushing the frame: they are private, and a pipecat upgrade is checked against
-        # tests/test_reliability.py's EndFrame tests.
-        context_id = self._turn_context_id
-        if context_id is None:
-            return
-        remaining = await self._text_aggregator.flush()
-        if remaining:
-            await self._handle_aggregated_text(self._aggregated_text_frame(remaining))
-        finalized = await self._aggregated_frame_sequencer.finalize(context_id)
-        await self._push_sequencer_frames(finalized, context_id)
-        if self.audio_context_available(context_id):
-            await self.flush_audio(context_id)
+        self._sockets.stop()
 
     async def _shutdown(self) -> None:
         if self._connected:
             self._connected = False
             await self._call_event_handler("on_disconnected")
-        if self._maintenance_task:
-            await self.cancel_task(self._maintenance_task)
-            self._maintenance_task = None
-        if self._voice_list_task:
-            await self.cancel_task(self._voice_list_task)
-            self._voice_list_task = None
-        for lane in list(self._lanes.values()):
-            self._retire(lane, "service stopping")
-        self._lanes.clear()
+        for task in (self._upkeep_task, self._voice_list_task):
+            if task is not None:
+                await self.cancel_task(task)
+        self._upkeep_task = self._voice_list_task = None
+        self._sockets.close_turns()
         # Every close is bounded by the close timeout; the margin only covers scheduling.
-        while self._closing:
-            _, late = await asyncio.wait(set(self._closing), timeout=self.CLOSE_TIMEOUT_S + 1.0)
+        while self._sockets.closing:
+            _, late = await asyncio.wait(
+                set(self._sockets.closing), timeout=self.CLOSE_TIMEOUT_S + 1.0
+            )
             for task in late:
                 await self.cancel_task(task)
 
@@ -376,9 +353,10 @@ class TelnyxTTSService(TTSService):
             speed=s.speed if isinstance(s.speed, int | float) else None,
             voice_settings=s.voice_settings if isinstance(s.voice_settings, dict) else None,
             language=str(s.language) if s.language else None,
-            text_type=_given(s.text_type),
-            pronunciation_dict_id=_given(s.pronunciation_dict_id),
+            text_type=given(s.text_type),
+            pronunciation_dict_id=given(s.pronunciation_dict_id),
             disable_cache=s.disable_cache is True,
+            inactivity_timeout=self.INACTIVITY_TIMEOUT_S,
         )
 
     def _warn_ignored_settings(self) -> None:
@@ -397,26 +375,25 @@ class TelnyxTTSService(TTSService):
             except ValueError as e:
                 await self.push_error(f"voice update refused: {e}", exception=e)
                 delta.voice = NOT_GIVEN
-        given = [name for name in _QUERY_FIELDS if is_given(getattr(delta, name, NOT_GIVEN))]
-        if given:
+        named = [name for name in QUERY_FIELDS if is_given(getattr(delta, name, NOT_GIVEN))]
+        if named:
             prospective = self._settings.copy()
             prospective.apply_update(delta)  # type: ignore[arg-type]  # a TTSSettings delta too
             try:
-                _check_text_options(prospective)
+                check_settings(prospective)
             except ValueError as e:
                 # The settings are judged together, so the update's part of them is refused
                 # together: applying half of it could leave a combination nobody asked for.
                 await self.push_error(
-                    f"settings update of {', '.join(given)} refused: {e}", exception=e
+                    f"settings update of {', '.join(named)} refused: {e}", exception=e
                 )
-                for name in given:
+                for name in named:
                     setattr(delta, name, NOT_GIVEN)
         changed = await super()._update_settings(delta)
         if changed:
-            self._refused = False
-            self._backoff.succeeded()
+            self._policy.settings_changed()
             try:
-                self._ensure_spare()
+                self._keep_spare()
             except ValueError as e:
                 self._settings.voice = previous_voice
                 await self.push_error(f"settings update refused: {e}", exception=e)
@@ -451,35 +428,29 @@ class TelnyxTTSService(TTSService):
     # ------------------------------------------------------------------ turns
 
     async def on_turn_context_created(self, context_id: str) -> None:
-        """Bind a prepared socket to the turn before its first text arrives."""
+        """A reply is starting: have a spare ready for its first text."""
         await super().on_turn_context_created(context_id)
-        if self.is_usable:
-            self._lane_for(context_id)
+        self._reply_request = (context_id, self._current_request())
+        self._policy.turn_likely(time.monotonic())
+        self._keep_spare()
 
     async def on_turn_context_completed(self) -> None:
-        """A turn that never spoke hands its untouched socket back as a spare."""
-        context_id = self._turn_context_id
+        context_id = pipecat_private.turn_context_id(self)
         await super().on_turn_context_completed()
-        if context_id is None:
-            return
-        self._failed_turns.pop(context_id, None)
-        lane = self._lanes.get(context_id)
-        if lane is None or lane.turn_on_wire or lane.pending:
-            return
-        if self.audio_context_available(context_id):
-            return
-        del self._lanes[context_id]
-        self._pool.give_back(lane)
-        self._ensure_spare()
+        if context_id is not None:
+            self._output.failed_turns.pop(context_id, None)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Drop text of an interrupted reply that reaches the service after the interruption.
+        """Prepare a socket when the caller speaks; drop text of an interrupted reply.
 
         The interruption is a system frame and overtakes text still queued at this processor;
         such text would open a new turn after the barge-in (token mode) or wait in the sentence
         aggregator and be spoken at the start of the next reply (sentence mode).
         """
-        if isinstance(frame, LLMFullResponseStartFrame):
+        if isinstance(frame, (*_CALLER_STARTED, *_CALLER_STOPPED)):
+            self._policy.caller_speaking(time.monotonic(), isinstance(frame, _CALLER_STARTED))
+            self._keep_spare()
+        elif isinstance(frame, LLMFullResponseStartFrame):
             self._in_reply, self._leftover_reply = True, False
         elif isinstance(frame, InterruptionFrame):
             self._leftover_reply, self._in_reply = self._in_reply, False
@@ -493,9 +464,9 @@ class TelnyxTTSService(TTSService):
     @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send the text on the turn's socket; the audio arrives on that socket's receive task."""
-        if context_id in self._failed_turns:
+        if context_id in self._output.failed_turns:
             # Named once, when the turn ends, rather than once per token.
-            self._failed_turns[context_id].append(text)
+            self._output.failed_turns[context_id].append(text)
             yield None
             return
         lane = self._lane_for(context_id)
@@ -509,25 +480,22 @@ class TelnyxTTSService(TTSService):
             return
         await self.start_tts_usage_metrics(text)
         await self._send_turn(lane, lane.turn.text(text))
-        # The replacement spare's handshake is started only now, so it never competes with the
-        # turn's first send.
-        self._ensure_spare()
         yield None
 
     async def flush_audio(self, context_id: str | None = None) -> None:
         """End of the LLM turn: flush what is held and tell the server no more text is coming."""
         if context_id is None:
             return
-        lane = self._lanes.get(context_id)
+        lane = self._sockets.turns.get(context_id)
         if lane and lane.turn:
             await self._send_turn(lane, lane.turn.end())
             return
-        # No socket will end this turn (it failed, or the service could not connect), so its
-        # audio context is ended here rather than left to pipecat's idle timeout.
-        unspoken = "".join(self._failed_turns.get(context_id, [])).strip()
+        # No socket will end this turn (it failed, or never had text), so its audio context is
+        # ended here rather than left to pipecat's idle timeout.
+        unspoken = "".join(self._output.failed_turns.get(context_id, [])).strip()
         if unspoken:
             logger.warning(f"{self}: not spoken after the turn's error: [{unspoken}]")
-        await self._end_context(context_id)
+        await self._output.end_context(context_id)
 
     async def on_audio_context_completed(self, context_id: str) -> None:
         """A turn finished playing; one that never had audio leaves its TTFB start here."""
@@ -546,36 +514,40 @@ class TelnyxTTSService(TTSService):
         # A turn whose text never reached run_tts has a socket but no audio context, so the base
         # class has no hook for it; it is abandoned here.
         live = set(self.get_audio_contexts())
-        for context_id in [c for c in self._lanes if c not in live]:
+        for context_id in [c for c in self._sockets.turns if c not in live]:
             await self._abandon(context_id)
 
     async def _abandon(self, context_id: str) -> None:
-        self._failed_turns.pop(context_id, None)
+        self._output.failed_turns.pop(context_id, None)
         self._requested_at.pop(context_id, None)
-        lane = self._lanes.pop(context_id, None)
+        lane = self._sockets.turns.pop(context_id, None)
         if lane is None or lane.turn is None:
             return
         force = lane.turn.interrupt()
         if force and lane.life.open and not lane.life.ended:
             await self._send(lane, force)
-        self._retire(lane, "barge-in")
+        self._sockets.retire(lane, "barge-in")
 
     def _lane_for(self, context_id: str) -> Lane | None:
-        """The turn's socket, bound now if it has none; None once the service is stopping."""
-        lane = self._lanes.get(context_id)
+        """The turn's socket, bound at its first text; None once the service is stopping."""
+        lane = self._sockets.turns.get(context_id)
         if lane is not None:
             return lane
         if self._stopping:
             return None
-        request = self._current_request()
-        lane = self._pool.take(request) or self._open_lane(request)
+        now = time.monotonic()
+        reply = self._reply_request
+        request = reply[1] if reply and reply[0] == context_id else self._current_request()
+        lane = self._sockets.take_spare(request, now) or self._open_lane(request)
         lane.bind(
             context_id,
-            Turn(token_mode=self._is_streaming_tokens, first_clause=self._first_clause),
+            Turn(token_mode=pipecat_private.streams_tokens(self), first_clause=self._first_clause),
             AudioDecoder(pcm_rate=lane.request.pcm_rate, out_rate=self.sample_rate),
             WordClock(self.sample_rate) if self._word_timestamps else None,
         )
-        self._lanes[context_id] = lane
+        lane.connect_deadline = now + self._policy.limits.turn_budget
+        self._sockets.turns[context_id] = lane
+        self._policy.turn_bound(now)
         return lane
 
     async def _send_turn(self, lane: Lane, messages: list[ClientMessage]) -> None:
@@ -584,7 +556,9 @@ class TelnyxTTSService(TTSService):
         if clock is not None:
             for message in messages:
                 if isinstance(message, TextMessage):
-                    await self._add_words(lane, clock.text_sent(message.text, flush=message.flush))
+                    await self._output.add_words(
+                        lane, clock.text_sent(message.text, flush=message.flush)
+                    )
         await self._send(lane, messages)
 
     async def _send(self, lane: Lane, messages: list[ClientMessage]) -> None:
@@ -599,26 +573,47 @@ class TelnyxTTSService(TTSService):
             if lost:
                 logger.warning(f"{self}: send to Telnyx failed ({e}); not spoken: [{lost}]")
 
-    # ------------------------------------------------------------------ spares and sockets
+    # ------------------------------------------------------------------ sockets
 
-    def _ensure_spare(self) -> None:
-        """Keep one fresh spare (during an outage too: it is how recovery is noticed)."""
-        if self._stopping or self._refused:
-            return
-        if not self.is_usable and not self._outage:
-            return
-        if self._backoff.wait(time.monotonic()) > 0:
-            return
-        self._pool.ensure(self._current_request())
+    def _keep_spare(self) -> None:
+        if not self._stopping:
+            self._sockets.keep_spare(self._current_request(), time.monotonic())
 
-    async def _maintain_spares(self) -> None:
-        """Replace spares before the server's inactivity timeout closes them."""
+    async def _upkeep(self) -> None:
+        """Learn from living spares, let a written-off service probe, keep the spare fresh."""
         while True:
             now = time.monotonic()
-            # While backing off, the next attempt is due when the backoff ends.
-            delay = self._backoff.wait(now) or self._pool.next_check(now, longest=1.0)
-            await asyncio.sleep(delay)
-            self._ensure_spare()
+            for spare in list(self._sockets.spares):
+                if spare.life.open and not spare.life.ended:
+                    self._policy.survived(spare.life.idle_for(now))
+                    if spare.life.age(now) >= self._policy.limits.quick_close:
+                        await self._proved(spare)
+            await self._maybe_probe(now)
+            self._keep_spare()
+            await asyncio.sleep(self._sockets.next_check(now, longest=1.0))
+
+    async def _proved(self, lane: Lane) -> None:
+        """The socket works (it lived long enough, or carried audio): an outage is over."""
+        if lane.life.proved:
+            return
+        lane.life.proved = True
+        if self._policy.proved(time.monotonic()):
+            logger.info(f"{self}: Telnyx is working again")
+            if not self.is_usable and self._policy.refused is None:
+                await self.set_usable(True)
+
+    async def _maybe_probe(self, now: float) -> None:
+        """After turns failed for lack of audio, let one turn through at the backoff's pace."""
+        if self.is_usable or self._policy.degraded_since is None or self._policy.probing:
+            return
+        due = self._policy.probe_at()
+        if due is not None and due <= now:
+            self._policy.probe_started()
+            logger.info(f"{self}: letting the next turn through to see if Telnyx has recovered")
+            await self.set_usable(True)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self.create_task(coroutine, name=name)
 
     def _open_lane(self, request: Request) -> Lane:
         assert not self._stopping, "no socket may be opened once the service is stopping"
@@ -631,14 +626,6 @@ class TelnyxTTSService(TTSService):
         )
         lane.task = self.create_task(lane.run(), name="telnyx-lane")
         return lane
-
-    def _retire(self, lane: Lane, reason: str) -> None:
-        """Close a socket on this client's behalf, in the background (bounded by its timeout)."""
-        if not lane.begin_close(reason):
-            return
-        task = self.create_task(lane.finish_close(), name="telnyx-close")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     async def _connect(self, request: Request) -> ClientConnection:
         return await connect(
@@ -653,26 +640,39 @@ class TelnyxTTSService(TTSService):
 
     # ------------------------------------------------------------------ what lanes report
 
+    async def lane_next_attempt(self, lane: Lane) -> float | None:
+        """When the lane may try its handshake, as the policy says; a turn out of budget fails."""
+        now = time.monotonic()
+        if lane.turn is None and (self._stopping or lane not in self._sockets.spares):
+            return None  # a spare that failed is not retried: the upkeep opens another
+        at = self._policy.attempt_at(
+            now, deadline=lane.connect_deadline if lane.turn is not None else None
+        )
+        if at is not None:
+            return at - now
+        if lane.turn is None:
+            self._sockets.forget(lane)
+        else:
+            await self._give_up_turn(lane)
+        return None
+
     async def lane_ready(self, lane: Lane) -> None:
-        """A handshake went through: an outage, if there was one, is over."""
-        self._backoff.succeeded()
+        """A handshake went through; that alone proves nothing (the server may close it)."""
         if not self._connected:
             # Once per stretch of being reachable, not per socket: every turn has its own.
             self._connected = True
             await self._call_event_handler("on_connected")
-        if self._outage:
-            self._outage = False
-            logger.info(f"{self}: Telnyx is reachable again")
-            if not self.is_usable and not self._refused:
-                # pipecat wrote the service off for the silent turns of the outage.
-                await self.set_usable(True)
-        self._pool.ready(lane)
+        self._sockets.spare_ready(lane)
 
     async def lane_message(self, lane: Lane, message: ServerMessage) -> None:
         if lane.turn is None:
             await self._spare_message(lane, message)
             return
-        await self._handle_events(lane, lane.turn.on_message(message))
+        if isinstance(message, ErrorMessage):
+            lane.failure = classify_server_error(message.error)
+            if lane.failure.kind is Kind.PERMANENT:
+                self._policy.connect_failed(time.monotonic(), lane.failure)
+        await self._output.handle_events(lane, lane.turn.on_message(message))
 
     async def lane_malformed(self, lane: Lane, error: ProtocolError) -> None:
         logger.warning(f"{self}: ignoring a malformed frame from Telnyx: {error}")
@@ -682,92 +682,99 @@ class TelnyxTTSService(TTSService):
             events = lane.turn.on_quiet(
                 seconds, grace=self.FINAL_GRACE_S, timeout=self.RESPONSE_TIMEOUT_S
             )
-            await self._handle_events(lane, events)
+            await self._output.handle_events(lane, events)
 
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
+        now = time.monotonic()
+        life = lane.life
+        self._policy.closed_by_server(
+            now,
+            age=life.age(now),
+            proved=life.proved or lane.turn_on_wire,
+            idle_for=life.idle_for(now) if lane.turn is None and life.opened_at else None,
+        )
         if lane.turn is None:
             logger.debug(f"{self}: spare Telnyx socket ended ({detail})")
-            quick = time.monotonic() - lane.life.created_at < self.QUICK_CLOSE_S
-            self._pool.discard(lane, detail)
-            if quick:
-                self._backoff.failed(time.monotonic())
-            self._ensure_spare()
+            self._sockets.discard(lane, detail)
+            self._keep_spare()
             return
         if not lane.turn_on_wire and lane.turn.phase is not Phase.DONE and not self._stopping:
             await self._move_turn(lane, detail)
             return
-        await self._handle_events(lane, lane.turn.on_closed(clean=clean, detail=detail))
+        await self._output.handle_events(lane, lane.turn.on_closed(clean=clean, detail=detail))
 
-    async def lane_connect_failed(self, lane: Lane, error: Exception) -> float | None:
-        """Retry a turn's socket through an outage within its budget; give up otherwise."""
-        now = time.monotonic()
-        permanent = (
-            isinstance(error, InvalidStatus)
-            and error.response.status_code in PERMANENT_UPGRADE_STATUSES
-        )
+    async def lane_connect_failed(self, lane: Lane, error: Exception) -> None:
+        """Classify and record the failure; the lane then asks when to try again."""
+        failure = classify_connect_error(error, wall=time.time())
         message = self._describe_connect_error(lane.request, error)
+        self._last_connect_error = (message, error, failure)
         await self._call_event_handler("on_connection_error", message)
         if self._connected:
             self._connected = False
             await self._call_event_handler("on_disconnected")
-        if not permanent:
-            delay = self._backoff.failed(now)
-            first = not self._outage
-            self._outage = True
-            turn = lane.turn
-            budget_left = self.TURN_CONNECT_BUDGET_S - (now - lane.life.created_at)
-            if turn is not None and turn.phase is not Phase.DONE and delay < budget_left:
-                if first:
-                    await self.push_error(f"{message}; retrying", exception=error)
-                logger.warning(f"{self}: {message}; retrying in {delay:.1f} s")
-                return delay
-            if turn is None:
-                # A spare: the pool tries again once the backoff allows.
-                self._pool.forget(lane)
-                if first:
-                    await self.push_error(f"{message}; retrying", exception=error)
-                else:
-                    logger.debug(f"{self}: {message}")
-                return None
+        healthy = self._policy.degraded_since is None
+        report = self._policy.connect_failed(time.monotonic(), failure)
+        if lane.turn is None:
+            self._sockets.forget(lane)
+        if failure.kind is Kind.PERMANENT:
+            if report is Report.ONCE and lane.turn is None:
+                await self.push_error(message, exception=error, category=error_category(failure))
+            logger.error(f"{self}: {message}")
+        elif healthy:
+            logger.warning(f"{self}: degraded: {message}; retrying with backoff")
         else:
-            already_refused, self._refused = self._refused, True
-            self._pool.forget(lane)
-            if lane.turn is None and already_refused:
-                logger.debug(f"{self}: {message}")
-                return None
-        await self._fail_unconnected_turn(lane, message, error)
-        return None
+            logger.debug(f"{self}: {message}")
 
-    async def _fail_unconnected_turn(self, lane: Lane, message: str, error: Exception) -> None:
+    async def _give_up_turn(self, lane: Lane) -> None:
+        """The turn's connect budget is spent (or the settings were refused): fail it, naming
+        its text."""
         turn, context_id = lane.turn, lane.context_id
-        if turn is None or context_id is None:
-            await self.push_error(message, exception=error)
-            return
-        self._lanes.pop(context_id, None)
+        assert turn is not None and context_id is not None
+        message, error, failure = self._last_connect_error or (
+            "no Telnyx socket within the turn's connect budget",
+            TimeoutError("connect budget spent"),
+            Failure(Kind.TRANSIENT),
+        )
+        self._sockets.turns.pop(context_id, None)
         lost = unsent_text(lane.pending)
         lane.pending = []
         turn.interrupt()
-        self._failed_turns[context_id] = []
+        self._output.failed_turns[context_id] = []
         if turn.end_sent:
-            await self._end_context(context_id)
+            await self._output.end_context(context_id)
+        if self._policy.turn_failed(time.monotonic(), had_audio=False):
+            await self.set_usable(False)
         detail = f"; not spoken: [{lost}]" if lost else ""
-        await self.push_error(f"{message}{detail}", exception=error)
+        await self.push_error(
+            f"{message}{detail}", exception=error, category=error_category(failure)
+        )
 
     async def _move_turn(self, lane: Lane, detail: str) -> None:
-        """The turn's socket ended before any of the turn reached it: carry on on another one."""
+        """The turn's socket ended before any of the turn reached it: carry on on another one,
+        within the turn's budget and the policy's backoff."""
         assert lane.context_id is not None
         logger.info(f"{self}: Telnyx socket ended before the turn's text ({detail}); moving on")
-        fresh = self._pool.take(lane.request) or self._open_lane(lane.request)
-        self._lanes[lane.context_id] = fresh
+        fresh = self._sockets.take_spare(lane.request, time.monotonic()) or self._open_lane(
+            lane.request
+        )
+        self._sockets.turns[lane.context_id] = fresh
         queued = fresh.adopt(lane)
         await self._send(fresh, queued)
 
     async def _spare_message(self, lane: Lane, message: ServerMessage) -> None:
-        """A spare is owed nothing; an error here is about the settings it was built with."""
-        if isinstance(message, ErrorMessage):
-            await self.push_error(f"Telnyx refused the voice settings: {message.error}")
-        self._pool.discard(lane, "unexpected frame on a spare")
-        self._backoff.failed(time.monotonic())
+        """A spare is owed nothing. An error is about the settings it was built with; anything
+        else (a frame this client does not know) is ignored, and costs the spare nothing."""
+        if not isinstance(message, ErrorMessage):
+            logger.debug(f"{self}: ignoring an unexpected frame on a spare socket: {message}")
+            return
+        failure = classify_server_error(message.error)
+        report = self._policy.connect_failed(time.monotonic(), failure)
+        self._sockets.discard(lane, "error frame on a spare")
+        text = f"Telnyx refused the voice settings: {message.error}"
+        if report is Report.ONCE:
+            await self.push_error(text, category=error_category(failure))
+        else:
+            logger.warning(f"{self}: {text}")
 
     def _describe_connect_error(self, request: Request, e: Exception) -> str:
         voice = request.params.voice
@@ -781,106 +788,22 @@ class TelnyxTTSService(TTSService):
                 "(Ultra voices never are; cloned voices need verification): choose another voice",
                 400: f"the request was rejected: check the voice id {voice!r} "
                 f"(Provider.Model.VoiceId){_format_asked(request)}",
+                404: f"there is no TTS WebSocket at {self._url}: check the url "
+                "(Telnyx: wss://api.telnyx.com/v2/text-to-speech/speech)",
+                422: "the request was rejected as unprocessable: check the settings",
                 429: "Telnyx is rate-limiting connections",
             }.get(status, "Telnyx could not take the connection")
             return f"Telnyx TTS connection failed with HTTP {status}: {hint}. {body}".strip()
         return f"Telnyx TTS connection to {self._url} failed: {type(e).__name__}: {e}"
 
-    # ------------------------------------------------------------------ a turn's events
-
-    async def _handle_events(self, lane: Lane, events: list[Event]) -> None:
-        # Nothing of an abandoned turn gets here: its Turn yields no events once interrupted,
-        # and its Lane passes nothing on once this client began closing it.
-        for event in events:
-            match event:
-                case Audio(data=data):
-                    await self._deliver(lane, data)
-                case Announced(text=text, carries_audio=carries_audio):
-                    clock = lane.clock
-                    if clock is not None:
-                        await self._add_words(
-                            lane, clock.announced(text, carries_audio=carries_audio)
-                        )
-                case SynthesisFinal():
-                    clock = lane.clock
-                    if clock is not None:
-                        await self._add_words(lane, clock.synthesis_final())
-                case FirstAudioLatency(milliseconds=ms, cached=cached):
-                    logger.debug(f"{self}: Telnyx timeToFirstAudioFrameMs={ms} cached={cached}")
-                case Finished():
-                    await self._finish(lane, end_context=True)
-                case Failed(reason=reason):
-                    await self._fail(lane, reason)
-
-    async def _fail(self, lane: Lane, reason: str) -> None:
-        assert lane.turn is not None and lane.context_id is not None
-        self._failed_turns[lane.context_id] = []
-        # Words whose audio never came are not given made-up times. (pipecat still pushes a
-        # context's untimed text when the context ends, untimed: see the README's limits.)
-        lane.clock = None
-        # While the LLM may still send text, the context stays open so that text cannot open a
-        # second one; flush_audio ends it with the turn.
-        await self._finish(lane, end_context=lane.turn.end_sent)
-        await self.push_error(reason)
-
-    async def _deliver(self, lane: Lane, data: bytes) -> None:
-        assert lane.decoder is not None and lane.context_id is not None and lane.turn is not None
-        try:
-            pcm = lane.decoder.feed(data)
-        except AudioDecodeError as e:
-            await self._handle_events(lane, lane.turn.fail(f"Telnyx audio cannot be decoded: {e}"))
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """A failed turn's marker, reached in playback order, drops its unplayed text."""
+        if isinstance(frame, ForgetUnplayed):
+            pipecat_private.forget_unplayed_text(self, frame.context_id)
             return
-        if pcm:
-            # A frame opening with an ID3 tag starts an MP3 file, and every synthesis starts one.
-            await self._append_audio(lane, pcm, new_file=data[:3] == b"ID3")
-
-    async def _finish(self, lane: Lane, *, end_context: bool) -> None:
-        """The socket is done: deliver the decoded tail, drop the socket, maybe end the context."""
-        context_id = lane.context_id
-        assert context_id is not None and lane.decoder is not None
-        self._lanes.pop(context_id, None)
-        self._retire(lane, "turn over")
-        try:
-            tail = lane.decoder.flush()
-        except AudioDecodeError as e:
-            tail = b""
-            if context_id not in self._failed_turns:
-                # The server finished, but none of its audio decoded: a failure all the same.
-                self._failed_turns[context_id] = []
-                await self.push_error(f"Telnyx audio cannot be decoded: {e}")
-        if tail:
-            await self._append_audio(lane, tail)
-        clock, lane.clock = lane.clock, None
-        if clock is not None and end_context:
-            # The turn played out: its remaining words are timed on its complete audio.
-            await self._add_words(lane, clock.finish())
-        if end_context:
-            await self._end_context(context_id)
-
-    async def _append_audio(self, lane: Lane, pcm: bytes, *, new_file: bool = False) -> None:
-        context_id = lane.context_id
-        assert context_id is not None
-        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=context_id)
-        await self.append_to_audio_context(context_id, frame)
-        clock = lane.clock
-        if clock is not None:
-            await self._add_words(lane, clock.audio(pcm, time.monotonic(), new_file=new_file))
-
-    async def _add_words(self, lane: Lane, words: list[TimedWord]) -> None:
-        if lane.context_id is None:
-            return
-        # One call per run of words that carry their own spacing or not (CJK characters do).
-        for spaced, run in itertools.groupby(words, key=lambda w: w.spaced):
-            await self.add_word_timestamps(
-                [(w.word, w.seconds) for w in run],
-                context_id=lane.context_id,
-                includes_inter_frame_spaces=spaced,
-            )
-
-    async def _end_context(self, context_id: str) -> None:
-        if self.audio_context_available(context_id):
-            await self.append_to_audio_context(context_id, TTSStoppedFrame(context_id=context_id))
-            await self.remove_audio_context(context_id)
+        await super().push_frame(frame, direction)
 
     async def push_error_frame(
         self, error: ErrorFrame, force_treat_as_permanent: bool = False
@@ -892,6 +815,19 @@ class TelnyxTTSService(TTSService):
         """
         error.error = self._key_pattern.sub("***", error.error)
         await super().push_error_frame(error, force_treat_as_permanent)
+
+    async def turn_failed(self, lane: Lane, reason: str) -> None:
+        """A turn failed after it had its socket (error frame, lost socket, silence, decode)."""
+        failure = lane.failure or Failure(Kind.TRANSIENT)
+        if self._policy.turn_failed(time.monotonic(), had_audio=lane.had_audio):
+            await self.set_usable(False)
+        category = error_category(failure) if lane.failure else ErrorCategory.UNKNOWN
+        await self.push_error(reason, category=category)
+
+    async def audio_heard(self, lane: Lane) -> None:
+        """A turn got audio: the socket, and the provider behind it, work."""
+        lane.had_audio = True
+        await self._proved(lane)
 
 
 def _format_asked(request: Request) -> str:
@@ -905,18 +841,3 @@ def _format_asked(request: Request) -> str:
         if value is not None
     ]
     return f" and {' / '.join(asked)} for that provider" if asked else ""
-
-
-def _given(value: Any) -> Any:
-    """None for a field that was never given a value."""
-    return value if is_given(value) else None
-
-
-def _check_text_options(settings: TelnyxTTSSettings) -> None:
-    assert isinstance(settings.voice, str)
-    check_text_options(
-        settings.voice,
-        text_type=_given(settings.text_type),
-        pronunciation_dict_id=_given(settings.pronunciation_dict_id),
-        disable_cache=settings.disable_cache,
-    )

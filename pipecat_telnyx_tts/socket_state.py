@@ -1,4 +1,4 @@
-"""The life of one Telnyx socket, and when to try connecting again, as plain code.
+"""The life of one Telnyx socket, as plain code (when to open another: :mod:`.policy`).
 
 A socket is a spare until a turn binds it, and it is closed either by this client (a spare retired,
 a turn finished or abandoned, the service stopping) or by something else (the server, the network,
@@ -10,9 +10,7 @@ socket. So the closer is recorded as state, in one place, rather than guessed fr
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class SocketState(enum.Enum):
@@ -64,10 +62,12 @@ class SocketLife:
     closed_by: Closer | None = None
     open: bool = False
     """The handshake and init frame are done, so frames can be sent."""
+    opened_at: float | None = None
+    """When the handshake and init frame finished."""
     last_client_frame_at: float | None = None
     """When this client last sent a frame: the server's inactivity clock counts from it."""
-    reason: str = ""
-    """Why the socket ended, for a person; empty while it lives."""
+    proved: bool = False
+    """The socket lived past the quick-close window or carried audio: connecting works."""
 
     def _move(self, new: SocketState) -> None:
         """The one place the state changes."""
@@ -87,7 +87,7 @@ class SocketLife:
         if self.ended:
             return
         self.open = True
-        self.last_client_frame_at = now
+        self.opened_at = self.last_client_frame_at = now
         if self.state is SocketState.CONNECTING:
             self._move(SocketState.READY)
 
@@ -103,69 +103,34 @@ class SocketLife:
         """A client frame went out: the server's inactivity clock restarts."""
         self.last_client_frame_at = now
 
-    def close_by_client(self, reason: str) -> bool:
+    def close_by_client(self) -> bool:
         """This client starts closing the socket; False if it had already ended."""
         if self.ended:
             return False
         self._move(SocketState.CLOSING)
         self.closed_by = Closer.CLIENT
-        self.reason = reason
         return True
 
-    def on_ended(self, reason: str) -> Closer:
+    def on_ended(self) -> Closer:
         """The socket is gone (close frame, lost connection, failed handshake): who ended it."""
         if self.state is SocketState.CLOSED:
             assert self.closed_by is not None
             return self.closed_by
         if self.closed_by is None:
             self.closed_by = Closer.REMOTE
-            self.reason = reason
         self._move(SocketState.CLOSED)
         self.open = False
         return self.closed_by
 
-    def idle_left(self, now: float, idle_timeout: float) -> float:
-        """Seconds until the server's inactivity timeout would close the socket.
+    def idle_for(self, now: float) -> float:
+        """Seconds since this client's last frame: the server's inactivity clock.
 
-        A socket still connecting has its whole idle window ahead of it.
+        A socket still connecting has not started that clock.
         """
         if self.last_client_frame_at is None:
-            return idle_timeout
-        return idle_timeout - (now - self.last_client_frame_at)
+            return 0.0
+        return now - self.last_client_frame_at
 
-
-@dataclass
-class Backoff:
-    """Delays between connection attempts after failures that may pass (429, 5xx, no route).
-
-    Exponential, each delay drawn between half and all of its ceiling, so that many calls whose
-    sockets failed together do not come back together; reset by the first success.
-    """
-
-    base: float = 0.25
-    cap: float = 5.0
-    random: Callable[[], float] = field(default_factory=lambda: random.random)
-    failures: int = 0
-    retry_at: float = 0.0
-    """Monotonic time before which no new attempt should start."""
-
-    def failed(self, now: float) -> float:
-        """Record a failure; returns the delay before the next attempt."""
-        ceiling = min(self.cap, self.base * (2**self.failures))
-        self.failures += 1
-        delay = ceiling * (0.5 + 0.5 * self.random())
-        self.retry_at = now + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.retry_at = 0.0
-
-    def wait(self, now: float) -> float:
-        """Seconds to wait before the next attempt may start (0 when it may start now)."""
-        return max(0.0, self.retry_at - now)
-
-
-PERMANENT_UPGRADE_STATUSES = frozenset({400, 401, 403})
-"""Refusals that will repeat until the key or settings change (reference §6). Everything else at
-the upgrade, 429 and 5xx included, may pass and is retried."""
+    def age(self, now: float) -> float:
+        """Seconds since the socket opened (0 while it connects)."""
+        return 0.0 if self.opened_at is None else now - self.opened_at

@@ -272,9 +272,7 @@ class Turn:
             return [Finished()]
         if self.awaiting_server and seconds >= timeout:
             self.phase = Phase.DONE
-            owed = self.unanswered_text
-            missing = f"; never spoken: [{owed}]" if owed else ""
-            return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due{missing}")]
+            return [Failed(f"Telnyx sent nothing for {seconds:.0f} s while audio was due")]
         return []
 
     def fail(self, reason: str) -> list[Event]:

@@ -303,6 +303,14 @@ class WordClock:
         """Words not released yet."""
         return len(self._words) - self._released
 
+    @property
+    def unreleased_text(self) -> str:
+        """The words not released yet (their audio never arrived), for naming what was lost."""
+        text = "".join(
+            w.text if w.spaced else f" {w.text.strip()}" for w in self._words[self._released :]
+        )
+        return f"{text} {self._partial}".strip()
+
     # ------------------------------------------------------------------ text bookkeeping
 
     def _open_unit(self) -> None:

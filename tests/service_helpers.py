@@ -37,6 +37,12 @@ def make_tts(
     return TelnyxTTSService(api_key="test-key", url=emu.url, settings=settings, **kw)
 
 
+def server_ignores_the_ask(monkeypatch: Any) -> None:
+    """The service asks for no idle window, so the emulator's own ``inactivity_timeout`` applies:
+    the same as a server that ignores the ask."""
+    monkeypatch.setattr(TelnyxTTSService, "INACTIVITY_TIMEOUT_S", None)
+
+
 def llm_turn(*tokens: str) -> list[Frame]:
     return [
         LLMFullResponseStartFrame(),

@@ -12,7 +12,8 @@ import pytest
 # The chart needs matplotlib, from the ``bench`` extra.
 pytest.importorskip("matplotlib")
 
-from benchmarks import report
+from benchmarks import connection_cost, report
+from benchmarks.connection_cost import run_cost
 from benchmarks.pipeline import NO_MARKER, long_reply, marker_of, reply_text, tokens
 from benchmarks.run import PARTS, TINY, run
 from benchmarks.stats import first_chunk_seconds, injected_floor
@@ -75,3 +76,41 @@ async def test_tiny_run_has_every_result_and_no_stale_frame(tmp_path: Path) -> N
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert (tmp_path / "latest.md").read_text() == text
     assert "| target | measured | goal | result |" in text
+
+
+async def test_tiny_cost_run_measures_every_call_from_the_emulators_records() -> None:
+    results = await run_cost(connection_cost.TINY)
+    calls = {(c["variant"], c["shape"]): c for c in results["calls"]}
+    assert set(calls) == {(v, s) for v in ("head", "after") for s in ("idle", "talk")}
+    for variant in ("head", "after"):
+        idle, talk = calls[variant, "idle"], calls[variant, "talk"]
+        assert not idle["errors"] and not talk["errors"]
+        assert idle["turns"] == 0 and idle["handshakes"] >= 1 and idle["sockets_peak"] >= 1
+        assert talk["turns_spoken"] == talk["turns"] == 2
+        assert talk["ttfa_ms"]["n"] == 2 and talk["ttfa_ms"]["p50"] > 0
+        assert 0 < talk["sockets_mean"] <= talk["sockets_peak"]
+        assert talk["handshakes_per_turn"] == talk["handshakes"] / 2
+        first = talk["turn_detail"][0]
+        assert first["waited"] is True and first["handshake_wait_ms"] > 0
+        for turn in talk["turn_detail"]:
+            assert turn["socket"] >= 1 and isinstance(turn["waited"], bool)
+            assert turn["audio_s"] >= 0.6
+        assert [g.name.split(", ")[-1] for g in connection_cost.goals(results, variant)] == [
+            "handshakes a minute",
+            "handshakes a turn",
+            "turns after the first that waited for a handshake (first token >= 300 ms)",
+        ]
+    text = connection_cost.table(results)
+    assert text.count("| talk |") == 2 and text.count("waited for a handshake") == 2
+
+
+def test_cost_command_line_takes_variants_and_faults() -> None:
+    config, command = connection_cost.config_from_args(
+        ["--quick", "--variant", "warm", ".", '{"a": 1}', "--fault", "retry_after=3"]
+    )
+    assert config.variants == (connection_cost.Variant("warm", ".", {"a": 1}),)
+    assert config.faults.retry_after == 3 and config.faults.upgrade_delay == 1.2
+    assert config.shapes == connection_cost.QUICK.shapes
+    assert command.startswith("python -m benchmarks.connection_cost --quick --variant warm .")
+    with pytest.raises(SystemExit):
+        connection_cost.config_from_args(["--fault", "no_such_field=1"])

@@ -84,6 +84,11 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
             "--close-after-chunks", "6", "--close-code", "1008", "--stall-after-chunks", "7",
             "--fault-count", "2", "--frames-after-force", "1", "--keep-open-after-final",
             "--mp3-files", "3", "--inject-frame", "{bad",
+            "--retry-after", "4", "--retry-after-date", "--rate-limit", "5",
+            "--rate-window", "2", "--inactivity-timeout-cap", "30",
+            "--ignore-inactivity-query", "--invalid-voice", "Telnyx.NaturalHD.orion",
+            "--idle-frame", '{"status": "ok"}', "--idle-frame-after", "0.1",
+            "--idle-frame-every", "2",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
@@ -108,6 +113,16 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
         keep_open_after_final=True,
         mp3_files=3,
         inject_frames=["{bad"],
+        retry_after=4,
+        retry_after_date=True,
+        rate_limit=5,
+        rate_window=2.0,
+        inactivity_timeout_cap=30.0,
+        ignore_inactivity_query=True,
+        invalid_voices=["Telnyx.NaturalHD.orion"],
+        idle_frame='{"status": "ok"}',
+        idle_frame_after=0.1,
+        idle_frame_every=2.0,
     )
     assert faults_from_args(ns) == expected
     untouched = [

@@ -17,7 +17,7 @@ from pipecat.tests.utils import SleepFrame
 from test_fault_support import check_contexts_end, conn_with, drive, markers
 
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
-from tests.service_helpers import audio_frames, llm_turn, make_tts
+from tests.service_helpers import audio_frames, llm_turn, make_tts, server_ignores_the_ask
 
 LIFECYCLES = ["observed", "documented"]
 
@@ -81,7 +81,7 @@ async def test_turns_after_the_service_became_unusable_end_their_contexts() -> N
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES)
 async def test_a_clean_close_before_the_final_frame_is_not_a_silent_truncation(
-    lifecycle: str,
+    lifecycle: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server closes with 1000 "inactivity timeout" while it is still streaming a turn's
     audio (the client's last frame was end of sequence, and streaming out is not activity).
@@ -91,6 +91,7 @@ async def test_a_clean_close_before_the_final_frame_is_not_a_silent_truncation(
     or warning at all. Under both readings the server sends a final frame before its closing
     1000, so a close with no final frame after end of sequence means the audio was cut.
     """
+    server_ignores_the_ask(monkeypatch)
     faults = Faults.fast(pace=1.0, chunk_ms=100, inactivity_timeout=0.5)
     async with TelnyxEmulator(lifecycle=lifecycle, signal="marker", faults=faults) as emu:
         tts = make_tts(emu)

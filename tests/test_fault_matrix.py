@@ -34,6 +34,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TTSUpdateSettingsFrame,
+    VADUserStartedSpeakingFrame,
 )
 from pipecat.tests.utils import SleepFrame
 from test_fault_support import (
@@ -50,7 +51,6 @@ from test_fault_support import (
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import ConnectionRecord, Faults, TelnyxEmulator
 from pipecat_telnyx_tts.protocol import ForceMessage, TextMessage
-from pipecat_telnyx_tts.spares import SpareTiming
 from tests.service_helpers import llm_turn, make_tts
 
 FAULTS = [
@@ -73,9 +73,8 @@ B1, B_HELD, B2 = "Bravo first sentence. ", "Then", " more words follow."
 Z = "Zulu is the last turn."
 
 INACTIVITY_S = 0.5
-"""The emulator's idle timeout in the inactivity cells; the service keeps spares for 60 s."""
-LONG_IDLE = SpareTiming(server_idle_timeout=72.0, bind_margin=12.0, refresh_margin=12.5)
-"""A service that believes sockets may idle for 72 s, so it binds spares up to 60 s old."""
+"""The emulator's idle timeout in the inactivity cells, while the service, asking for nothing,
+believes the documented 20 s until it sees a close."""
 SLOW_UPGRADE_S = 1.0
 """Longer than a spare takes to be ready (milliseconds), shorter than CONNECT_TIMEOUT_S."""
 SLOW_FIRST_AUDIO_S = 1.5
@@ -102,7 +101,8 @@ class Cell:
     forced_voice: str | None = None
     """Set after construction: the constructor refuses Ultra voices, and this gets one past it,
     as a voice the account lost access to would."""
-    spare_timing: SpareTiming | None = None
+    trust_idle: bool = False
+    """The service asks for no idle window, so the emulator's own (shorter) one applies."""
 
 
 def barge_faults() -> Faults:
@@ -235,7 +235,7 @@ def inactivity(moment: str) -> Cell:
         return Cell(
             frames=[SleepFrame(2 * INACTIVITY_S), *llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
             faults=faults,
-            spare_timing=LONG_IDLE,
+            trust_idle=True,
             expect=Expect(spoken_last=Z),
             hit=hit_spare,
         )
@@ -253,7 +253,7 @@ def inactivity(moment: str) -> Cell:
                 *llm_turn(Z),
             ],
             faults=faults,
-            spare_timing=LONG_IDLE,
+            trust_idle=True,
             expect=Expect(errors=["inactivity timeout"], spoken_last=Z),
             hit=hit_turn,
         )
@@ -269,13 +269,20 @@ def inactivity(moment: str) -> Cell:
             for c in emu.connections
         ), emu._summary()
 
+    async def caller_speaks(emu: TelnyxEmulator, tts: TelnyxTTSService) -> None:
+        # The caller starts speaking while the bot does (the spare for the next turn is opened
+        # then), and the barge-in is confirmed only later.
+        await cue(emu, lambda: conn_with(emu, KEEP[0]) is not None)
+        await tts.queue_frame(VADUserStartedSpeakingFrame())
+
     streaming = [LLMFullResponseStartFrame()]
     for text in KEEP:
         streaming += [LLMTextFrame(text), SleepFrame(0.6 * INACTIVITY_S)]
     return Cell(
         frames=[*streaming, InterruptionFrame(), *llm_turn(*A), SleepFrame(0.3), *llm_turn(Z)],
         faults=faults,
-        spare_timing=LONG_IDLE,
+        director=caller_speaks,
+        trust_idle=True,
         expect=Expect(spoken_last=Z, dropped_by_barge_in=KEEP),
         hit=hit_behind,
     )
@@ -507,8 +514,8 @@ async def test_fault_matrix(
 ) -> None:
     """One cell: the fault at the moment, under the lifecycle; every invariant, then its ending."""
     cell = build(fault, moment)
-    if cell.spare_timing is not None:
-        monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", cell.spare_timing)
+    if cell.trust_idle:
+        monkeypatch.setattr(TelnyxTTSService, "INACTIVITY_TIMEOUT_S", None)
     async with TelnyxEmulator(
         lifecycle=lifecycle, signal="marker", faults=cell.faults, **cell.emulator
     ) as emu:

@@ -216,8 +216,8 @@ def check_contexts_end(out: Outcome, tts: TelnyxTTSService) -> None:
     crashes = out.logged("unexpected exception")
     assert not crashes, f"a task of the service crashed: {crashes}"
     assert tts.get_audio_contexts() == [], "an audio context outlived the pipeline"
-    assert not tts._lanes, f"turn sockets outlived the pipeline: {list(tts._lanes)}"
-    assert not tts._pool.spares, "spare sockets outlived the pipeline"
+    assert not tts._sockets.turns, f"turn sockets outlived the pipeline: {list(tts._sockets.turns)}"
+    assert not tts._sockets.spares, "spare sockets outlived the pipeline"
 
 
 def check_no_stale_audio(out: Outcome, allowed: frozenset[int] = frozenset()) -> dict[str, int]:

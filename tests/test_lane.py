@@ -37,7 +37,10 @@ class Recorder:
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
         self.ended.append(detail)
 
-    async def lane_connect_failed(self, lane: Lane, error: Exception) -> float | None:
+    async def lane_next_attempt(self, lane: Lane) -> float | None:
+        return 0.0
+
+    async def lane_connect_failed(self, lane: Lane, error: Exception) -> None:
         raise AssertionError(f"could not connect: {error}")
 
 
@@ -64,7 +67,7 @@ async def test_nothing_read_after_this_client_began_closing_is_passed_on():
         await emu.wait_for(lambda: audio_heard() >= 2)
         await lane.send(turn.interrupt())
         heard_before_close = len(owner.messages)
-        assert lane.begin_close("barge-in")
+        assert lane.begin_close()
         await lane.finish_close()
 
         [record] = [c for c in emu.connections if c.syntheses]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import socket
 import time
@@ -29,8 +30,8 @@ from pipecat.tests.utils import SleepFrame
 
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
+from pipecat_telnyx_tts.policy import Limits
 from pipecat_telnyx_tts.protocol import EndMessage, TextMessage
-from pipecat_telnyx_tts.spares import SpareTiming
 from tests.service_helpers import (
     Push,
     Until,
@@ -47,10 +48,20 @@ from tests.service_helpers import (
 )
 from tests.test_fault_support import captured_logs
 
-QUICK = SpareTiming(server_idle_timeout=0.6, bind_margin=0.3, refresh_margin=0.4)
-"""A service that believes the server closes idle sockets after 0.6 s: spares turn over fast."""
-TRUSTING = SpareTiming(server_idle_timeout=60.0, bind_margin=12.0, refresh_margin=13.5)
-"""A service that believes sockets may idle for 60 s, while the emulator may close them sooner."""
+QUICK = Limits(quick_close=0.3, bind_margin=0.1, refresh_margin=0.3)
+"""Margins for a server that closes idle sockets after 0.6 s: kept-warm spares turn over fast."""
+
+
+def quick_spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service asks for a 0.6 s idle window, which the emulator grants, and keeps spares."""
+    monkeypatch.setattr(TelnyxTTSService, "POLICY_LIMITS", QUICK)
+    monkeypatch.setattr(TelnyxTTSService, "INACTIVITY_TIMEOUT_S", 0.6)
+
+
+def held(tts: TelnyxTTSService) -> list[object]:
+    """Every socket and close the service still holds."""
+    s = tts._sockets
+    return [*s.turns.values(), *s.spares, *s.closing]
 
 
 def texts_on(emu: TelnyxEmulator, index: int) -> str:
@@ -76,9 +87,9 @@ def open_sockets(emu: TelnyxEmulator) -> list[int]:
 async def test_after_the_pipeline_nothing_is_opened_left_open_or_pushed(ending, monkeypatch):
     """Spares turn over (retired by this client) during the call; afterwards the server's idle
     timeout would close anything left and any reconnect loop would open a socket."""
-    monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", QUICK)
-    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.6)) as emu:
-        tts = make_tts(emu)
+    quick_spares(monkeypatch)
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, keep_warm=True)
         late: list[ErrorFrame] = []
         frames: list[Frame] = [*llm_turn("One sentence."), SleepFrame(1.2)]
         if ending == "cancel":
@@ -104,8 +115,8 @@ async def test_after_the_pipeline_nothing_is_opened_left_open_or_pushed(ending, 
         assert all(c.opened_at < ended_at for c in emu.connections)
         assert open_sockets(emu) == []
         assert late == []
-        assert not tts._lanes and not tts._pool.spares and not tts._closing
-        assert tts._backoff.failures == 0, "a retired spare was counted as a failure"
+        assert held(tts) == []
+        assert tts._policy.backoff.failures == 0, "a retired spare was counted as a failure"
         assert not [line for line in logs if "dangling" in line.message.lower()]
 
 
@@ -128,7 +139,7 @@ async def test_many_pipelines_with_barge_ins_and_mid_turn_ends_leave_nothing_beh
                 ]
                 _, up = await asyncio.wait_for(run(gated(tts), frames), 15.0)
                 assert not errors(up)
-                assert not tts._lanes and not tts._pool.spares and not tts._closing
+                assert held(tts) == []
             await emu.wait_for(lambda: not open_sockets(emu), timeout=5.0)
         assert not [line for line in logs if "dangling" in line.message.lower()]
         assert "these last words" in synthesized(emu)
@@ -200,29 +211,43 @@ async def test_a_short_outage_is_ridden_out_within_the_turn(refusal):
         assert synthesized(emu) == "Spoken once Telnyx answers."
         assert audio_seconds(down) == pytest.approx(emulated_seconds(emu), abs=0.01)
         assert [c.status for c in emu.connections][:3] == [refusal] * 3
-        assert len(errors(up)) == 1, "one error for the outage, not one per attempt"
-        assert f"HTTP {refusal}" in errors(up)[0].error
+        assert not errors(up), "a turn that was spoken after all owes the app no error"
         assert tts.is_usable
 
 
-@pytest.mark.parametrize("status", [503, 401])
-async def test_a_spare_that_cannot_connect_is_reported_once(status):
-    """No turn is affected yet, but a caller would be: the app hears of it at once."""
+async def test_a_spare_refused_for_a_passing_reason_is_retried_quietly():
+    """No turn is affected: a 503 is logged and retried with backoff, and nothing is pushed."""
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(refuse_status=503)) as emu:
+        tts = make_tts(emu)
+        _, up = await run(gated(tts), [Until(lambda: len(emu.connections) >= 3)])
+        assert not errors(up)
+        assert tts.is_usable
+        gaps = [b.opened_at - a.opened_at for a, b in itertools.pairwise(emu.connections)]
+        assert gaps[1] > gaps[0] * 0.9, f"the retries did not back off: {gaps}"
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_spare_refused_for_good_is_reported_once_and_never_retried(status):
+    """A turn would fail the same way: the app hears of it at once, and Telnyx is not asked
+    again until the settings change."""
     async with TelnyxEmulator(signal="tone", faults=Faults.fast(refuse_status=status)) as emu:
         tts = make_tts(emu)
-        # Handled: a 503 is tried again, a 401 writes the service off.
-        handled = Until(lambda: len(emu.connections) >= 2 or not tts.is_usable)
-        _, up = await run(gated(tts), [handled])
+        _, up = await run(gated(tts), [Until(lambda: not tts.is_usable), SleepFrame(0.5)])
         reported = [e for e in errors(up) if f"HTTP {status}" in e.error]
         assert len(reported) == 1, [e.error for e in errors(up)]
-        assert tts.is_usable is (status != 401)
+        assert reported[0].category.is_permanent
+        assert len(emu.connections) == 1
 
 
 @pytest.mark.parametrize("outage", ["503", "refused", "hung"])
 async def test_after_an_outage_that_wrote_the_service_off_it_speaks_again(outage, monkeypatch):
     """Three turns fail to connect, pipecat writes the service off for its silent contexts;
     once Telnyx answers again, the next turn is spoken."""
-    monkeypatch.setattr(TelnyxTTSService, "TURN_CONNECT_BUDGET_S", 0.4)
+    monkeypatch.setattr(
+        TelnyxTTSService,
+        "POLICY_LIMITS",
+        Limits(turn_budget=0.4, turn_cap=0.2, spare_cap=0.5, quick_close=0.5),
+    )
     monkeypatch.setattr(TelnyxTTSService, "CONNECT_TIMEOUT_S", 0.3)
     faults = Faults.fast()
     if outage == "503":
@@ -269,8 +294,9 @@ async def test_after_an_outage_that_wrote_the_service_off_it_speaks_again(outage
 # ----------------------------------------------------------------------------- 4. idle close
 
 
-async def test_a_turn_whose_socket_idles_out_before_its_text_moves_to_a_fresh_one(monkeypatch):
-    monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", TRUSTING)
+async def test_a_spare_that_idles_out_before_the_turns_text_is_not_used(monkeypatch):
+    """The server's idle window is shorter than the service believes (it asked for none)."""
+    monkeypatch.setattr(TelnyxTTSService, "INACTIVITY_TIMEOUT_S", None)
     async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.5)) as emu:
         tts = make_tts(emu)
         frames = [
@@ -334,7 +360,7 @@ async def test_audio_that_never_comes_is_named_in_an_error(monkeypatch):
         ]
         down, up = await run(gated(tts), frames)
         [error] = errors(up)
-        assert "never spoken: [The second one.]" in error.error
+        assert "not played: [The second one.]" in error.error
         assert started_and_stopped(down) == (1, 1)
 
 
@@ -351,7 +377,7 @@ async def test_a_send_that_stalls_aborts_the_socket_and_fails_the_turn(monkeypat
 
         def server_stops_reading() -> None:
             # Small socket buffers both ends, so that a few hundred kilobytes fill the path.
-            for lane in tts._lanes.values():
+            for lane in tts._sockets.turns.values():
                 sock = lane._ws.transport.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             for connection in emu._open:
@@ -374,7 +400,7 @@ async def test_a_send_that_stalls_aborts_the_socket_and_fails_the_turn(monkeypat
         assert "stalled" in error.error
         assert started_and_stopped(down) == (1, 1)
         assert any("not spoken" in line.message for line in logs if line.level == "WARNING")
-        assert not tts._lanes
+        assert not tts._sockets.turns
 
 
 # ----------------------------------------------------------------------------- 8. decoder
@@ -404,12 +430,13 @@ async def test_audio_that_cannot_be_decoded_fails_the_turn_once_at_once():
 
 
 async def test_an_ignored_setting_is_said_once_per_settings_change(monkeypatch):
-    monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", QUICK)
-    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.6)) as emu:
+    quick_spares(monkeypatch)
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
         with captured_logs() as logs:
             tts = make_tts(
                 emu,
                 settings=TelnyxTTSService.Settings(voice="Telnyx.KokoroTTS.af_heart", speed=1.3),
+                keep_warm=True,
             )
             update = TTSUpdateSettingsFrame(delta=TelnyxTTSService.Settings(speed=1.4))
             await run(tts, [SleepFrame(1.5), update, SleepFrame(1.5)])

@@ -26,8 +26,8 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
+from pipecat_telnyx_tts.policy import Limits
 from pipecat_telnyx_tts.protocol import ForceMessage, InitMessage
-from pipecat_telnyx_tts.spares import SpareTiming
 from tests.service_helpers import (
     audio_frames,
     audio_seconds,
@@ -379,10 +379,11 @@ async def test_server_closing_after_every_turn_never_trips_quick_failure():
 async def test_spares_are_replaced_before_the_inactivity_timeout(monkeypatch):
     # A window shorter than the spare upkeep's one-second beat: the upkeep must wake when a
     # spare is due, not on the beat, or the server closes spares first.
-    timing = SpareTiming(server_idle_timeout=0.8, bind_margin=0.3, refresh_margin=0.6)
-    monkeypatch.setattr(TelnyxTTSService, "SPARE_TIMING", timing)
-    async with TelnyxEmulator(signal="tone", faults=Faults.fast(inactivity_timeout=0.8)) as emu:
-        tts = make_tts(emu)
+    limits = Limits(quick_close=0.3, bind_margin=0.1, refresh_margin=0.3)
+    monkeypatch.setattr(TelnyxTTSService, "POLICY_LIMITS", limits)
+    monkeypatch.setattr(TelnyxTTSService, "INACTIVITY_TIMEOUT_S", 0.8)
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, keep_warm=True)
         down, up = await run(tts, [SleepFrame(2.0), *llm_turn("Still here.")])
         assert not errors(up)
         assert audio_seconds(down) > 0.3
@@ -411,7 +412,10 @@ async def test_settings_update_applies_from_the_next_turn():
         ]
         _, up = await run(tts, frames)
         assert not errors(up)
-        first, second = turn_connections(emu)
+        # Ordered by text, not by socket: the first turn binds its socket at its first text.
+        first, second = sorted(
+            turn_connections(emu), key=lambda c: wire_texts(emu.received_messages(c.index))
+        )
         assert first.params.voice == "Telnyx.NaturalHD.astra"
         assert len(wire_texts(emu.received_messages(first.index))) == 2
         assert second.params.voice == "Rime.ArcanaV3.astra"

@@ -1,4 +1,4 @@
-"""The socket lifecycle, the retry backoff and the spare pool's choices, without sockets."""
+"""The socket lifecycle and the spare bookkeeping's choices, without sockets."""
 
 from __future__ import annotations
 
@@ -7,34 +7,28 @@ from typing import cast
 import pytest
 
 from pipecat_telnyx_tts.lane import Lane
-from pipecat_telnyx_tts.socket_state import (
-    Backoff,
-    Closer,
-    InvalidTransition,
-    SocketLife,
-    SocketState,
-)
-from pipecat_telnyx_tts.spares import SparePool, SpareTiming
+from pipecat_telnyx_tts.policy import ConnectionPolicy, IdleWindow, Limits
+from pipecat_telnyx_tts.socket_state import Closer, InvalidTransition, SocketLife, SocketState
+from pipecat_telnyx_tts.sockets import Sockets
 from tests.socket_helpers import default_request
 
 
 def test_a_close_this_client_started_is_never_taken_for_the_server():
     life = SocketLife(created_at=0.0)
     life.opened(1.0)
-    assert life.close_by_client("retired") is True
+    assert life.close_by_client() is True
     assert life.ended and life.closed_by is Closer.CLIENT
     # The close handshake then ends the socket: still this client's doing.
-    assert life.on_ended("close code 1000") is Closer.CLIENT
+    assert life.on_ended() is Closer.CLIENT
     assert life.state is SocketState.CLOSED
-    assert life.reason == "retired"
 
 
 def test_a_close_nobody_here_asked_for_is_the_remote_end():
     life = SocketLife(created_at=0.0)
     life.opened(1.0)
     life.bind()
-    assert life.on_ended("close code 1000: inactivity timeout") is Closer.REMOTE
-    assert life.close_by_client("too late") is False
+    assert life.on_ended() is Closer.REMOTE
+    assert life.close_by_client() is False
     assert life.closed_by is Closer.REMOTE
 
 
@@ -48,95 +42,127 @@ def test_states_move_only_forward_except_a_turn_giving_its_socket_back():
     life.bind()
     life.unbind()
     assert life.state is SocketState.READY
-    life.close_by_client("done")
+    life.close_by_client()
     with pytest.raises(InvalidTransition):
         life.bind()
 
 
-def test_idle_time_counts_from_the_last_client_frame():
+def test_idle_time_counts_from_the_last_client_frame_and_age_from_the_open():
     life = SocketLife(created_at=0.0)
-    assert life.idle_left(100.0, 20.0) == 20.0  # still connecting: the whole window ahead
+    assert life.idle_for(100.0) == 0.0  # still connecting: the server's clock has not started
+    assert life.age(100.0) == 0.0
     life.opened(1.0)
-    assert life.idle_left(9.0, 20.0) == 12.0
+    assert life.idle_for(9.0) == 8.0
     life.sent(9.0)
-    assert life.idle_left(9.0, 20.0) == 20.0
-
-
-def test_backoff_grows_with_jitter_up_to_its_cap_and_resets_on_success():
-    draws = iter([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0])
-    backoff = Backoff(base=0.25, cap=2.0, random=lambda: next(draws))
-    delays = [backoff.failed(now=10.0) for _ in range(6)]
-    assert delays == [0.125, 0.5, 0.75, 2.0, 2.0, 2.0]
-    assert backoff.wait(10.5) == pytest.approx(1.5)
-    backoff.succeeded()
-    assert backoff.wait(10.5) == 0.0
-    assert backoff.failed(now=0.0) == pytest.approx(0.25)
+    assert life.idle_for(9.0) == 0.0
+    assert life.age(9.0) == 8.0
 
 
 class _FakeLane:
-    """Just what the pool reads of a lane."""
+    """Just what the bookkeeping reads of a lane."""
 
     def __init__(self, request_key: object, created_at: float) -> None:
         self.request = type("R", (), {"key": request_key})()
         self.life = SocketLife(created_at=created_at)
-        self.unbound = False
 
-    def unbind(self) -> None:
-        self.unbound = True
-        self.life.unbind()
+    def begin_close(self) -> bool:
+        return self.life.close_by_client()
+
+    async def finish_close(self) -> None:
+        return None
 
 
-def test_a_spare_is_bound_only_while_it_can_outlive_a_slow_first_token():
-    timing = SpareTiming(server_idle_timeout=20.0, bind_margin=12.0, refresh_margin=13.5)
-    request = default_request()
-    opened: list[_FakeLane] = []
-    retired: list[tuple[_FakeLane, str]] = []
+class _Spawned:
+    def __init__(self) -> None:
+        self.names: list[str] = []
 
-    def open_lane(req):
-        lane = _FakeLane(req.key, created_at=0.0)
+    def __call__(self, coroutine, name):  # type: ignore[no-untyped-def]
+        coroutine.close()
+        self.names.append(name)
+        return _DoneTask()
+
+
+class _DoneTask:
+    def add_done_callback(self, callback) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
+def sockets_for(policy: ConnectionPolicy, opened: list[_FakeLane], now: float) -> Sockets:
+    def open_lane(req):  # type: ignore[no-untyped-def]
+        lane = _FakeLane(req.key, created_at=now)
         opened.append(lane)
-        return lane
+        return cast(Lane, lane)
 
-    pool = SparePool(open_lane, lambda lane, why: retired.append((lane, why)), timing)
+    return Sockets(open_lane, _Spawned(), policy)  # type: ignore[arg-type]
+
+
+def test_a_spare_is_opened_only_while_a_turn_is_likely():
+    policy = ConnectionPolicy(idle=IdleWindow(default=20.0))
+    opened: list[_FakeLane] = []
+    sockets = sockets_for(policy, opened, now=0.0)
+    request = default_request()
+    sockets.keep_spare(request, now=0.0)
+    assert opened == [], "nothing said a turn was coming"
+    policy.turn_likely(0.0)
+    sockets.keep_spare(request, now=0.0)
+    assert len(opened) == 1
+    opened[0].life.opened(0.5)
+    # Past the likely window the spare is left alone, even once it is stale: the server's idle
+    # close is how the real window is learned, and no handshake is spent on an idle call.
+    sockets.keep_spare(request, now=19.0)
+    assert len(opened) == 1 and not opened[0].life.ended
+
+
+def test_a_stale_spare_is_not_bound_and_is_replaced_while_wanted():
+    policy = ConnectionPolicy(idle=IdleWindow(default=20.0), limits=Limits(bind_margin=1.0))
+    opened: list[_FakeLane] = []
+    sockets = sockets_for(policy, opened, now=0.0)
+    request = default_request()
     old = _FakeLane(request.key, created_at=0.0)
     old.life.opened(0.0)
-    pool.spares.append(cast(Lane, old))
-    # 9 s after its init, 11 s of idle life are left: too little for a 12 s first token.
-    assert pool.take(request, now=9.0) is None
-    pool.ensure(request, now=9.0)
-    assert retired == [(old, "spare no longer usable")]
-    assert len(opened) == 1 and pool.spares == opened
-    # A spare still connecting has its whole window ahead: it is bound rather than a new one.
-    assert pool.take(request, now=9.0) is opened[0]
+    sockets.spares.append(cast(Lane, old))
+    assert sockets.take_spare(request, now=19.5) is None, "0.5 s of idle life left: too little"
+    policy.caller_speaking(19.5, True)
+    sockets.keep_spare(request, now=19.5)
+    assert len(opened) == 1
+    # A spare still connecting is bound rather than opening yet another socket.
+    assert sockets.take_spare(request, now=19.5) is opened[0]
 
 
 def test_a_replacement_is_opened_before_the_spare_stops_being_bindable():
-    timing = SpareTiming(server_idle_timeout=20.0, bind_margin=12.0, refresh_margin=13.5)
-    request = default_request()
-    opened: list[_FakeLane] = []
-    pool = SparePool(
-        lambda req: opened.append(_FakeLane(req.key, 7.0)) or opened[-1],
-        lambda lane, why: None,
-        timing,
+    policy = ConnectionPolicy(
+        idle=IdleWindow(default=20.0), limits=Limits(bind_margin=1.0, refresh_margin=3.0)
     )
+    policy.caller_speaking(0.0, True)
+    opened: list[_FakeLane] = []
+    sockets = sockets_for(policy, opened, now=0.0)
+    request = default_request()
     spare = _FakeLane(request.key, created_at=0.0)
     spare.life.opened(0.0)
-    pool.spares.append(cast(Lane, spare))
-    pool.ensure(request, now=6.0)
+    sockets.spares.append(cast(Lane, spare))
+    sockets.keep_spare(request, now=16.9)
     assert opened == []
-    pool.ensure(request, now=7.0)  # 13 s left: below the refresh margin, still bindable
+    sockets.keep_spare(request, now=17.1)  # 2.9 s left: below the refresh margin, bindable
     assert len(opened) == 1
-    assert pool.take(request, now=7.0) is spare
+    assert sockets.take_spare(request, now=17.1) is spare
 
 
-def test_a_stopped_pool_opens_nothing_and_closes_what_is_given_back():
-    retired: list[str] = []
-    pool = SparePool(
-        lambda req: pytest.fail("opened a socket after stop"),
-        lambda lane, why: retired.append(why),
-        SpareTiming(),
-    )
-    assert pool.stop() == []
-    pool.ensure(default_request(), now=0.0)
-    pool.give_back(cast(Lane, _FakeLane(None, 0.0)))
-    assert retired == ["not needed"]
+def test_spares_are_not_kept_when_the_server_idles_sockets_out_before_one_could_be_bound():
+    policy = ConnectionPolicy(keep_warm=True)
+    policy.idle.saw_close(0.1)
+    opened: list[_FakeLane] = []
+    sockets = sockets_for(policy, opened, now=0.0)
+    sockets.keep_spare(default_request(), now=0.0)
+    assert opened == []
+
+
+def test_stopped_bookkeeping_opens_nothing_and_closes_its_spares():
+    policy = ConnectionPolicy(keep_warm=True)
+    opened: list[_FakeLane] = []
+    sockets = sockets_for(policy, opened, now=0.0)
+    spare = _FakeLane(default_request().key, created_at=0.0)
+    sockets.spares.append(cast(Lane, spare))
+    sockets.stop()
+    sockets.keep_spare(default_request(), now=0.0)
+    assert opened == []
+    assert spare.life.closed_by is Closer.CLIENT

@@ -6,9 +6,13 @@ By default it keeps live-like time: first audio 250 ms after the text, audio rel
 real time, a short pause between sentences. ``Faults.fast()`` removes all of that for tests that
 wait on ``emu.connections`` rather than on the clock. ``Faults`` also injects, and can change
 while the emulator runs: at the upgrade, a delay, refusals with any HTTP status (for a number of
-attempts or seconds) and requests left unanswered; mid-synthesis, an error frame, a dropped TCP
+attempts or seconds, a 429 with ``Retry-After`` in seconds or as a date), a per-key rate limit
+and requests left unanswered; after it, a voice refused, an idle window of any size (the
+``inactivity_timeout`` ask honoured up to a cap, or ignored) and unknown frames on idle sockets;
+mid-synthesis, an error frame (for a number of syntheses, then recovery), a dropped TCP
 connection, a close with a chosen code, or a stall; and in the stream, frames still sent after a
 force, a socket kept open after its final frame, MP3 split into several files, raw frames.
+``records`` counts upgrades per second and sockets open over a span.
 
 The same port and key serve speech-to-text at ``/v2/speech-to-text/transcription``
 (``emu.stt_url``; ``emu.stt`` holds its knobs, faults, known audio, script and records): it
@@ -30,7 +34,15 @@ from pipecat_telnyx_tts.emulator.cli import (
     main,
 )
 from pipecat_telnyx_tts.emulator.config import Faults, Lifecycle, Signal
-from pipecat_telnyx_tts.emulator.records import ConnectionRecord, FrameRecord, SynthesisRecord
+from pipecat_telnyx_tts.emulator.records import (
+    ConnectionRecord,
+    FrameRecord,
+    OpenSockets,
+    SynthesisRecord,
+    UpgradeSecond,
+    open_sockets,
+    upgrades_per_second,
+)
 from pipecat_telnyx_tts.emulator.server import TelnyxEmulator
 
 __all__ = [
@@ -39,12 +51,16 @@ __all__ = [
     "Faults",
     "FrameRecord",
     "Lifecycle",
+    "OpenSockets",
     "Signal",
     "SynthesisRecord",
     "TelnyxEmulator",
+    "UpgradeSecond",
     "Voice",
     "add_arguments",
     "emulator_from_args",
     "faults_from_args",
     "main",
+    "open_sockets",
+    "upgrades_per_second",
 ]

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import time
+from collections import deque
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,9 +29,6 @@ from pipecat_telnyx_tts.protocol import (
     Rejection,
     check_connect,
 )
-
-RETRY_AFTER_SECONDS = 1
-"""What a 429 asks the client to wait, as REST APIs that rate-limit say in ``Retry-After``."""
 
 
 def check_auth(headers: Headers, api_key: str | None) -> Rejection | None:
@@ -98,6 +98,38 @@ class InjectedRefusals:
         return Rejection(status, _describe(status))
 
 
+class RateLimit:
+    """``Faults.rate_limit``: the upgrades each key was let in with inside the window."""
+
+    def __init__(self) -> None:
+        self._accepted: dict[str, deque[float]] = {}
+
+    def take(self, key: str, faults: Faults) -> int | None:
+        """Count this upgrade against ``key`` and return None, or return the whole seconds
+        until the key may upgrade again, without counting it."""
+        limit = faults.rate_limit
+        if limit is None:
+            self._accepted.clear()
+            return None
+        now = time.perf_counter()
+        accepted = self._accepted.setdefault(key, deque())
+        while accepted and now - accepted[0] >= faults.rate_window:
+            accepted.popleft()
+        if len(accepted) >= limit:
+            free_at = accepted[-limit] + faults.rate_window if limit > 0 else now + 1
+            return max(1, math.ceil(free_at - now))
+        accepted.append(now)
+        return None
+
+
+def bearer_token(headers: Headers) -> str:
+    """The credential a request presents, checked or not: what a rate limit counts per."""
+    values = headers.get_all("Authorization")
+    if len(values) != 1:
+        return ""
+    return values[0].strip().partition(" ")[2].strip()
+
+
 def take_hang(faults: Faults) -> bool:
     """Whether this upgrade request goes unanswered (``hang_upgrades``, counted down)."""
     if faults.hang_upgrades <= 0:
@@ -119,11 +151,22 @@ async def hang(connection: ServerConnection, closing: asyncio.Event) -> None:
     await asyncio.shield(connection.connection_lost_waiter)
 
 
-def refusal_response(connection: ServerConnection, refusal: Rejection) -> Response:
-    """The refusal as Telnyx's REST error JSON; a 429 also says when to retry."""
+def refusal_response(
+    connection: ServerConnection,
+    refusal: Rejection,
+    retry_after: int | None = None,
+    as_date: bool = False,
+) -> Response:
+    """The refusal as Telnyx's REST error JSON, with ``Retry-After`` when ``retry_after`` is
+    given: seconds, or with ``as_date`` the HTTP date that many seconds from now, rounded up."""
     response = json_response(connection, refusal.status, error_body(refusal))
-    if refusal.status == HTTPStatus.TOO_MANY_REQUESTS:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if retry_after is not None:
+        if as_date:
+            response.headers["Retry-After"] = formatdate(
+                math.ceil(time.time()) + retry_after, usegmt=True
+            )
+        else:
+            response.headers["Retry-After"] = str(retry_after)
     return response
 
 

@@ -23,7 +23,7 @@ KEEP_CONNECTIONS = 64
 
 @dataclass(frozen=True)
 class _Option:
-    kind: type[int] | type[float] | type[bool]
+    kind: type[int] | type[float] | type[bool] | type[str]
     text: str
     unset: str = ""
     """What the field's None means, said in the help instead of "None"."""
@@ -43,6 +43,15 @@ _FAULT_OPTIONS: dict[str, _Option] = {
         "every attempt is refused",
         unset="no limit",
     ),
+    "retry_after": _Option(int, "seconds the Retry-After of a --refuse-status 429 asks for"),
+    "retry_after_date": _Option(
+        bool, "send Retry-After as an HTTP date instead of seconds"
+    ),
+    "rate_limit": _Option(
+        int, "upgrades accepted per API key in any --rate-window; then 429 with Retry-After",
+        unset="no limit",
+    ),
+    "rate_window": _Option(float, "the window of --rate-limit, in seconds"),
     "hang_upgrades": _Option(int, "how many upgrade requests get no HTTP answer at all"),
     "first_audio_delay": _Option(
         float, "seconds before the first audio of each uncached synthesis"
@@ -56,6 +65,13 @@ _FAULT_OPTIONS: dict[str, _Option] = {
     ),
     "inactivity_timeout": _Option(
         float, "idle seconds before the server closes a socket, 0 for never", unset="never"
+    ),
+    "inactivity_timeout_cap": _Option(
+        float, "the longest idle window the inactivity_timeout query parameter gets",
+        unset="no cap",
+    ),
+    "ignore_inactivity_query": _Option(
+        bool, "accept the inactivity_timeout query parameter but do not honour it"
     ),
     "chunk_ms": _Option(int, "milliseconds of audio per streamed chunk"),
     "error_after_chunks": _Option(
@@ -84,10 +100,23 @@ _FAULT_OPTIONS: dict[str, _Option] = {
         bool, "keep the socket open after the final frame that answers end of sequence"
     ),
     "mp3_files": _Option(int, "separately encoded MP3 files per synthesis, for MP3 output"),
+    "idle_frame": _Option(
+        str, "a raw text frame to send on idle sockets, e.g. '{\"status\": \"ok\"}'",
+        unset="none",
+    ),
+    "idle_frame_after": _Option(float, "seconds from the init frame to the first --idle-frame"),
+    "idle_frame_every": _Option(
+        float, "seconds between later --idle-frame ticks", unset="once only"
+    ),
 }  # fmt: skip
 _INJECT_HELP = (
     "a raw text frame to send before the first audio chunk of the next synthesis, once; "
     "repeat for several; for binary frames use Faults.inject_frames from Python (default: none)"
+)
+
+_INVALID_VOICE_HELP = (
+    "accept the upgrade for this voice, then send 'Invalid voice_id specified' and close; "
+    "repeat for several (default: none)"
 )
 
 
@@ -145,6 +174,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 "--inject-frame", dest="inject_frames", action="append",
                 default=argparse.SUPPRESS, metavar="RAW", help=_INJECT_HELP,
+            )  # fmt: skip
+            continue
+        if f.name == "invalid_voices":
+            group.add_argument(
+                "--invalid-voice", dest="invalid_voices", action="append",
+                default=argparse.SUPPRESS, metavar="VOICE", help=_INVALID_VOICE_HELP,
             )  # fmt: skip
             continue
         option = _FAULT_OPTIONS[f.name]

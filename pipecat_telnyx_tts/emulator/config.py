@@ -52,8 +52,8 @@ class Faults:
 
     refuse_status: int | None = None
     """Refuse upgrades with this standard HTTP status (429, 500, 503...) and Telnyx's REST error
-    JSON; a 429 carries ``Retry-After: 1``. Checked before the key and the parameters, as an
-    overloaded front door would. None: no such refusals."""
+    JSON; a 429 carries ``Retry-After`` (see ``retry_after``). Checked before the key and the
+    parameters, as an overloaded front door would. None: no such refusals."""
 
     refuse_count: int | None = None
     """How many upgrade attempts ``refuse_status`` refuses; decremented per refusal, and at 0
@@ -63,6 +63,22 @@ class Faults:
     """Refuse for this many seconds from the first refused attempt, then accept again; the
     fault is then spent (``refuse_status`` goes back to None). None: no limit by time. With
     neither limit, every attempt is refused while ``refuse_status`` is set."""
+
+    retry_after: int = 1
+    """Seconds the ``Retry-After`` of a ``refuse_status`` 429 asks the client to wait."""
+
+    retry_after_date: bool = False
+    """Send every ``Retry-After`` as an HTTP date (the wall clock plus the wait, rounded up to a
+    whole second) instead of as seconds; both forms are valid HTTP."""
+
+    rate_limit: int | None = None
+    """Upgrades accepted per API key (the bearer token as sent) in any ``rate_window`` seconds;
+    an upgrade past it gets 429 with ``Retry-After``, the whole seconds until the oldest accepted
+    one leaves the window. Only accepted upgrades count; checked after the path, the key and the
+    parameters. None: no limit."""
+
+    rate_window: float = 1.0
+    """The window of ``rate_limit``, in seconds."""
 
     hang_upgrades: int = 0
     """This many upgrade requests get no HTTP answer at all: the TCP connection stays open
@@ -83,8 +99,17 @@ class Faults:
 
     inactivity_timeout: float | None = 20.0
     """Idle seconds since the last client frame before the server closes (None or 0: never);
-    the ``inactivity_timeout`` query parameter overrides it per socket. Audio still streaming
-    does not count as activity: only client frames do."""
+    the ``inactivity_timeout`` query parameter overrides it per socket, up to
+    ``inactivity_timeout_cap``. Audio still streaming does not count as activity, nor do frames
+    the server sends: only client frames do. Works at any size, 0.05 s too."""
+
+    inactivity_timeout_cap: float | None = 120.0
+    """The longest idle window the ``inactivity_timeout`` query parameter gets; a longer ask gets
+    this. None: no cap."""
+
+    ignore_inactivity_query: bool = False
+    """Accept the ``inactivity_timeout`` query parameter but do not honour it: every socket gets
+    ``inactivity_timeout``, as a server that dropped the old parameter would."""
 
     chunk_ms: int = 250
     """Audio per streamed chunk; Telnyx sends few, large frames."""
@@ -132,6 +157,24 @@ class Faults:
     """A synthesis's MP3 audio is this many separately encoded MP3 files back to back, as seen
     live: split at sentence ends where the text has enough of them, else evenly. Each file opens
     with its own ID3v2 tag at the start of a frame and may span several frames. MP3 output only."""
+
+    invalid_voices: list[str] = field(default_factory=list)
+    """Voices (compound ids, as the query resolves them) whose upgrade is accepted but whose
+    socket then gets ``{"error": "Invalid voice_id specified"}`` at once, then a close 1011, as
+    Telnyx answers a voice it does not know."""
+
+    idle_frame: str | None = None
+    """A raw text frame (``{"type": "ping", "ts": 1}``, ``{"status": "ok"}``...) sent on an idle
+    socket: ``idle_frame_after`` seconds after its init frame, then every ``idle_frame_every``
+    seconds; a tick when a synthesis is queued or streaming sends nothing. Read at each tick:
+    None then ends the ticks of that socket. Not client activity: it does not hold off the
+    inactivity close. None: never."""
+
+    idle_frame_after: float = 0.5
+    """Seconds from the init frame to the first ``idle_frame``."""
+
+    idle_frame_every: float | None = None
+    """Seconds between later ``idle_frame`` ticks; None: the frame goes out once."""
 
     inject_frames: list[str | bytes] = field(default_factory=list)
     """Raw frames sent as they are, just before the first audio chunk of the next synthesis that

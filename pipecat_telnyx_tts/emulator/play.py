@@ -111,6 +111,7 @@ class Socket:
         self.session = TextSession(lifecycle)
         self.rng = random.Random(f"{seed}/{record.index}")
         self.initialized = False
+        self.init_seen = asyncio.Event()
         self.voice_settings: dict[str, Any] = {}
         self.jobs: deque[_SynthesisJob | Finish] = deque()
         self.wakeup = asyncio.Event()
@@ -121,22 +122,40 @@ class Socket:
         ws.on_message = self._on_wire
 
     async def run(self) -> None:
-        worker = asyncio.create_task(self._work(), name=f"telnyx-emulator-{self.record.index}")
+        if self.voice in self.faults().invalid_voices:
+            logger.info(f"emulator: socket #{self.record.index}: refusing voice {self.voice!r}")
+            with suppress(ConnectionClosed):
+                await self._fail("Invalid voice_id specified")
+            return
+        name = f"telnyx-emulator-{self.record.index}"
+        tasks = [
+            asyncio.create_task(self._work(), name=name),
+            asyncio.create_task(self._send_idle_frames(), name=f"{name}-idle"),
+        ]
         try:
             await self._receive()
         except ConnectionClosed:
             pass
         finally:
             self.ws.on_message = None
-            worker.cancel()
-            await asyncio.wait([worker])
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+
+    def _idle_timeout(self, faults: Faults) -> float | None:
+        """The socket's idle window: the query's ask up to the cap, unless asks are ignored."""
+        asked = None if faults.ignore_inactivity_query else self.params.inactivity_timeout
+        if asked is None:
+            return faults.inactivity_timeout or None
+        cap = faults.inactivity_timeout_cap
+        return asked if cap is None else min(asked, cap)
 
     # ------------------------------------------------------------------ receiving
 
     async def _receive(self) -> None:
         while True:
-            faults = self.faults()
-            timeout = self.params.inactivity_timeout or faults.inactivity_timeout or None
+            timeout = self._idle_timeout(self.faults())
+            self.record.idle_timeout = timeout
             try:
                 async with asyncio.timeout(timeout):
                     raw = await self.ws.recv()
@@ -178,6 +197,7 @@ class Socket:
         match message:
             case InitMessage(voice_settings=settings):
                 self.initialized = True
+                self.init_seen.set()
                 self._accept_settings(settings or {})
             case ForceMessage():
                 self.session.on_force()
@@ -388,6 +408,29 @@ class Socket:
                 logger.info(f"{socket}: injected stall")
                 self.stalled = True
         return True
+
+    async def _send_idle_frames(self) -> None:
+        """``Faults.idle_frame``: an unknown frame on an idle socket, once or every so often."""
+        await self.init_seen.wait()
+        wait = self.faults().idle_frame_after
+        while not self.closing:
+            await asyncio.sleep(wait)
+            faults = self.faults()
+            raw = faults.idle_frame
+            if raw is None:
+                return
+            if not self.closing and self.current is None and not self.jobs:
+                try:
+                    message: ServerMessage | None = parse_server(raw)
+                except ProtocolError:
+                    message = None
+                logger.debug(f"emulator: socket #{self.record.index}: idle frame {raw[:40]!r}")
+                self.record.sent.append(FrameRecord(time.perf_counter(), raw, message))
+                with suppress(ConnectionClosed):
+                    await self.ws.send(raw)
+            if faults.idle_frame_every is None:
+                return
+            wait = faults.idle_frame_every
 
     async def _inject_frames(self) -> None:
         """Send the raw frames ``Faults.inject_frames`` holds, once, recorded like any other."""

@@ -12,6 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
+from http import HTTPStatus
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -86,6 +87,7 @@ class TelnyxEmulator:
         self._open: set[EmulatorConnection] = set()
         self._cache: set[CacheKey] = set()
         self._refusals = admission.InjectedRefusals()
+        self._rate_limit = admission.RateLimit()
         self._server: Server | None = None
         self._closing = asyncio.Event()
         self.stt = SttSide()
@@ -260,20 +262,35 @@ class TelnyxEmulator:
             with suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
+        faults = self.faults
         refusal: Rejection | None
+        retry_after: int | None = None
         if self._closing.is_set():
             refusal = Rejection(503, "the server is shutting down")
         else:
-            refusal = self._refusals.take(self.faults)
+            refusal = self._refusals.take(faults)
+            if refusal is not None and refusal.status == HTTPStatus.TOO_MANY_REQUESTS:
+                retry_after = faults.retry_after
             if refusal is None and path == TRANSCRIPTION_PATH:
                 # STT parameters are checked on the open socket, as Telnyx answers them.
                 refusal = admission.check_auth(request.headers, self.api_key)
             elif refusal is None:
                 record.params, refusal = admission.admit(path, query, request.headers, self.api_key)
+            if refusal is None:
+                key = admission.bearer_token(request.headers)
+                retry_after = self._rate_limit.take(key, faults)
+                if retry_after is not None:
+                    refusal = Rejection(
+                        429,
+                        f"more than {faults.rate_limit} connections in "
+                        f"{faults.rate_window:g} s; retry later",
+                    )
         if refusal is None:
             return None
         logger.info(f"emulator: refused upgrade #{record.index}: {refusal.status} {refusal.reason}")
-        return admission.refusal_response(connection, refusal)
+        return admission.refusal_response(
+            connection, refusal, retry_after, as_date=faults.retry_after_date
+        )
 
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
@@ -283,6 +300,7 @@ class TelnyxEmulator:
             return
         if connection.protocol.state is State.CONNECTING:
             record.status = response.status_code
+            record.answered_at = time.perf_counter()
         if response.status_code != 101:
             del self._pending[connection]
             record.closed_at = time.perf_counter()
