@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from pipecat_telnyx_tts import stt_protocol as sp
 from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
 from pipecat_telnyx_tts.emulator.stt_config import LowerCaseEngine
+from pipecat_telnyx_tts.emulator.stt_recognize import best_match
 from pipecat_telnyx_tts.emulator.stt_socket import WavStream
 from pipecat_telnyx_tts.emulator.synth import ESPEAK
 from pipecat_telnyx_tts.stt_protocol import Errors, SttError, Transcript, UtteranceEnd
@@ -89,6 +90,16 @@ async def test_real_speech_is_recognized_across_pauses(emu: TelnyxEmulator) -> N
     text = "Yes, please. I would like the soup."
     out = await say(emu, caller_says(emu, text, signal=Signal.SPEECH), endpointing=300)
     assert " ".join(f.text for f in finals(out) if f.text) == text
+
+
+def test_a_match_may_start_before_or_end_after_the_clip() -> None:
+    clip = caller_says(None, HELLO).astype(float)
+    heard = np.concatenate((np.zeros(80), clip[:4000]))
+    assert best_match(heard, clip) == -80
+    assert best_match(np.concatenate((clip[-3000:], np.zeros(500))), clip) == len(clip) - 3000
+    assert (
+        best_match(caller_says(None, "Something else entirely.").astype(float)[:4000], clip) is None
+    )
 
 
 async def test_partials_grow_word_by_word_then_the_final(emu: TelnyxEmulator) -> None:

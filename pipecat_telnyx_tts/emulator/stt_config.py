@@ -8,7 +8,7 @@ while sockets are open.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class LowerCaseEngine(enum.StrEnum):
@@ -62,6 +62,10 @@ class SttBehaviour:
 class SttFaults:
     """Failures to inject into STT sessions; counted on the audio each session received."""
 
+    refuse_with: list[tuple[str | None, str]] = field(default_factory=list)
+    """Answer the next socket with an ``errors`` frame of these ``(code, parameter)`` entries
+    whatever its query, then close; emptied once used. For codes a client's own checks keep
+    it from provoking (a server whose tables changed)."""
     result_delay: float = 0.0
     """Seconds between deciding a result and sending it: the recognizer's latency."""
     error_after_audio: float | None = None

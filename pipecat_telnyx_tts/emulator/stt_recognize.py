@@ -119,19 +119,23 @@ class AudioLibrary:
 def best_match(
     heard: npt.NDArray[np.float64], clip: npt.NDArray[np.float64], score: float = MATCH_SCORE
 ) -> int | None:
-    """The offset in ``clip`` where ``heard`` correlates best, if above ``score``."""
-    n, m = len(heard), len(clip)
-    if n == 0 or m < n:
+    """The offset in ``clip`` (in samples, negative when ``heard`` starts before it) where
+    ``heard`` correlates best, if above ``score``. ``heard`` may run past either end of the clip:
+    the silence around an utterance is part of what was heard, not of the synthesis."""
+    n = len(heard)
+    if n == 0 or not len(clip):
         return None
+    padded = np.concatenate((np.zeros(n), clip, np.zeros(n)))
+    m = len(padded)
     size = 1 << math.ceil(math.log2(n + m))
-    corr = np.fft.irfft(np.fft.rfft(clip, size) * np.conj(np.fft.rfft(heard, size)), size)
+    corr = np.fft.irfft(np.fft.rfft(padded, size) * np.conj(np.fft.rfft(heard, size)), size)
     corr = corr[: m - n + 1]
-    energy = np.concatenate(([0.0], np.cumsum(clip * clip)))
+    energy = np.concatenate(([0.0], np.cumsum(padded * padded)))
     window = energy[n:] - energy[: m - n + 1]
     norm = np.sqrt(np.maximum(window, 1e-9) * float(np.dot(heard, heard)))
     scores = corr / norm
     best = int(np.argmax(scores))
-    return best if scores[best] >= score else None
+    return best - n if scores[best] >= score else None
 
 
 class Script:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 
@@ -57,6 +58,8 @@ class SttRecord:
     spec: SessionSpec | None = None
     """None when the parameters were refused, or the socket never transcribes (lower case)."""
     audio_bytes: int = 0
+    frame_sizes: Counter[int] = field(default_factory=Counter)
+    """Binary frames received, by size in bytes."""
     audio_seconds: float = 0.0
     controls: list[tuple[float, str]] = field(default_factory=list)
     """Control messages received (``Finalize``, ``CloseStream``, ``KeepAlive``, or "other")."""
@@ -197,6 +200,12 @@ class SttSocket:
 
     async def run(self) -> None:
         spec, problems = read_spec(self.query, self.side.behaviour)
+        injected, self.side.faults.refuse_with = self.side.faults.refuse_with, []
+        if injected:
+            problems = [
+                Problem(parameter, f"injected refusal of {parameter}", code)
+                for code, parameter in injected
+            ]
         if problems:
             await self._refuse(problems)
             return
@@ -259,6 +268,7 @@ class SttSocket:
                 await self._refuse([Problem("input_format", str(e))])
                 return False
             self.record.audio_bytes += len(raw)
+            self.record.frame_sizes[len(raw)] += 1
             session = self._session(spec)
             if session is None:
                 return True
