@@ -3,8 +3,10 @@ of its own speech and of scripted callers, the idle timeout and injected faults.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from contextlib import suppress
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +27,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from pipecat_telnyx_tts import stt_protocol as sp
-from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
+from pipecat_telnyx_tts.emulator import (
+    Faults,
+    Signal,
+    TelnyxEmulator,
+    add_arguments,
+    emulator_from_args,
+)
 from pipecat_telnyx_tts.emulator.stt_config import LowerCaseEngine
 from pipecat_telnyx_tts.emulator.stt_recognize import best_match
 from pipecat_telnyx_tts.emulator.stt_socket import WavStream
@@ -416,3 +424,18 @@ async def test_headers_are_recorded_without_the_key(emu: TelnyxEmulator) -> None
     async with connect(stt_url(emu), additional_headers=AUTH) as ws:
         await ws.close()
     assert emu.connections[0].headers["Authorization"] == "Bearer REDACTED"
+
+
+async def test_the_command_line_gives_the_script(tmp_path: Path) -> None:
+    script = tmp_path / "caller.txt"
+    script.write_text("I need a plumber\n\n  tomorrow morning \n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args(["--port", "0", "--api-key", "k", "--stt-script", str(script)])
+    async with emulator_from_args(ns, keep_connections=1) as server:
+        out = await say(server, np.concatenate([noise(0.8), silence(0.5), noise(0.8, seed=2)]))
+        assert [f.text for f in finals(out)] == ["I need a plumber", "tomorrow morning"]
+        async with stt_socket(server) as ws:
+            await ws.close()
+        await closed(server)
+        assert len(server.stt.sessions) == 1, "session records are bounded like connections"

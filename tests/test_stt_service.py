@@ -418,6 +418,13 @@ async def test_audio_held_while_reconnecting_is_bounded(emu: TelnyxEmulator) -> 
     assert session(emu).audio_seconds < 3.0
 
 
+async def test_malformed_server_frames_are_skipped(emu: TelnyxEmulator) -> None:
+    emu.stt.faults.inject_frames = ["not json", b"\x00\x01", '{"transcript": 5}', "[]"]
+    down, up = await run(make_stt(emu), turn(caller_says(emu, HELLO)))
+    assert finals(down) == [HELLO] and errors(up) == []
+    assert emu.stt.faults.inject_frames == []
+
+
 async def test_a_stalled_server_does_not_hang_the_end(emu: TelnyxEmulator) -> None:
     emu.stt.faults.stall_after_audio = 0.1
     stt = make_stt(emu, close_wait=0.3)

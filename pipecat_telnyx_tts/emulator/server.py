@@ -90,7 +90,7 @@ class TelnyxEmulator:
         self._rate_limit = admission.RateLimit()
         self._server: Server | None = None
         self._closing = asyncio.Event()
-        self.stt = SttSide()
+        self.stt = SttSide(keep=keep_connections)
         """The STT endpoint's knobs, faults, known audio, script and session records."""
 
     @property

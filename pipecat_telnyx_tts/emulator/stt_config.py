@@ -66,6 +66,9 @@ class SttFaults:
     """Answer the next socket with an ``errors`` frame of these ``(code, parameter)`` entries
     whatever its query, then close; emptied once used. For codes a client's own checks keep
     it from provoking (a server whose tables changed)."""
+    inject_frames: list[str | bytes] = field(default_factory=list)
+    """Raw frames sent as they are just before the next result, then forgotten: malformed or
+    unexpected server frames (bad JSON, binary, unknown keys)."""
     result_delay: float = 0.0
     """Seconds between deciding a result and sending it: the recognizer's latency."""
     error_after_audio: float | None = None

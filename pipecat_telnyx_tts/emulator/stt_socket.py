@@ -84,6 +84,9 @@ class SttSide:
     library: AudioLibrary = field(default_factory=AudioLibrary)
     script: Script = field(default_factory=Script)
     sessions: list[SttRecord] = field(default_factory=list)
+    keep: int | None = None
+    """Keep only this many of the most recent session records (the emulator's
+    ``keep_connections``)."""
 
     def session(self, index: int) -> SttRecord | None:
         return next((s for s in self.sessions if s.index == index), None)
@@ -192,6 +195,8 @@ class SttSocket:
         self.side = side
         self.record = SttRecord(record)
         side.sessions.append(self.record)
+        if side.keep is not None:
+            del side.sessions[: -max(side.keep, 1)]
         self.query = parse_query(record.query)
         self.session: SttSession | None = None
         self.wav: WavStream | None = None
@@ -327,6 +332,10 @@ class SttSocket:
         delay = self.side.faults.result_delay
         if delay > 0:
             await asyncio.sleep(delay)
+        injected, self.side.faults.inject_frames = self.side.faults.inject_frames, []
+        for raw in injected:
+            logger.info(f"emulator: STT socket #{self.record.index}: injected a raw frame")
+            await self.ws.send(raw)
         for result in results:
             if self.stalled:
                 return
