@@ -325,6 +325,7 @@ async def test_bytes_before_the_riff_header(emu: TelnyxEmulator, strict: bool) -
         out = await receive_all(ws)
     if strict:
         assert isinstance(out[0], Errors) and out[0].errors[0].parameter == "input_format"
+        assert "before the RIFF header" in out[0].errors[0].detail
     else:
         assert [f.text for f in finals(out)] == [HELLO]
 

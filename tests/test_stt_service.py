@@ -256,17 +256,22 @@ async def test_ttfb_runs_from_the_vad_stop_to_the_final(emu: TelnyxEmulator) -> 
 
 
 async def test_settings_update_opens_a_new_session(emu: TelnyxEmulator) -> None:
-    stt = make_stt(emu, close_wait=0.5)
+    """Without endpointing or a VAD stop, only CloseStream makes the first utterance final: the
+    old session must end gracefully for it to come back."""
+    stt = make_stt(emu, endpointing=False, close_wait=0.5)
     frames = [
-        *turn(caller_says(emu, HELLO)),
-        until(lambda: session(emu).results),
-        Push(frame=STTUpdateSettingsFrame(delta=TelnyxSTTSettings(engine="Telnyx"))),
+        Push(frame=VADUserStartedSpeakingFrame()),
+        *audio(caller_says(emu, HELLO)),
+        until(lambda: session(emu).audio_seconds > 1.5),
+        Push(frame=STTUpdateSettingsFrame(delta=TelnyxSTTSettings(engine="Speechmatics"))),
         until(lambda: len(emu.stt.sessions) == 2),
         *turn(caller_says(emu, SECOND)),
     ]
     down, up = await run(stt, frames)
     assert finals(down) == [HELLO, SECOND] and errors(up) == []
-    assert sp.parse_query(session(emu, 1).connection.query)["transcription_engine"] == ["Telnyx"]
+    assert session(emu).utterances[0].ended_by == "close_stream"
+    query = sp.parse_query(session(emu, 1).connection.query)
+    assert query["transcription_engine"] == ["Speechmatics"] and query["endpointing"] == ["false"]
 
 
 async def test_a_refused_settings_update_keeps_the_session(emu: TelnyxEmulator) -> None:
@@ -278,6 +283,7 @@ async def test_a_refused_settings_update_keeps_the_session(emu: TelnyxEmulator) 
     (error,) = errors(up)
     assert "no interim results" in error.error
     assert len(emu.stt.sessions) == 1
+    assert stt.params.transcription_engine == "Deepgram" and not stt.params.interim_results
 
 
 # --------------------------------------------------------------------------- refusals
@@ -423,6 +429,22 @@ async def test_malformed_server_frames_are_skipped(emu: TelnyxEmulator) -> None:
     down, up = await run(make_stt(emu), turn(caller_says(emu, HELLO)))
     assert finals(down) == [HELLO] and errors(up) == []
     assert emu.stt.faults.inject_frames == []
+
+
+async def test_audio_sent_before_the_socket_opens_is_transcribed(emu: TelnyxEmulator) -> None:
+    emu.faults.upgrade_delay = 0.3
+    stt = make_stt(emu)
+    down, _ = await run(stt, turn(caller_says(emu, HELLO)))
+    assert finals(down) == [HELLO], "the end waits for the socket to take the held audio"
+
+
+async def test_a_hung_upgrade_is_abandoned_at_the_end(emu: TelnyxEmulator) -> None:
+    emu.faults.hang_upgrades = 1
+    stt = make_stt(emu, close_wait=0.3)
+    await run(stt, audio(silence(0.2)))
+    await all_closed(emu)
+    assert stt._task is None
+    assert [t for t in asyncio.all_tasks() if "telnyx-stt" in t.get_name() and not t.done()] == []
 
 
 async def test_a_stalled_server_does_not_hang_the_end(emu: TelnyxEmulator) -> None:
