@@ -56,10 +56,20 @@ class HeldAudio:
     def hold(self, frame: bytes) -> None:
         self._frames.append(frame)
         self._bytes += len(frame)
+        self._trim()
+
+    def _trim(self) -> None:
         while self._bytes > self.max_bytes and self._frames:
             old = self._frames.popleft()
             self._bytes -= len(old)
             self.dropped_bytes += len(old)
+
+    def put_back(self, frames: list[bytes]) -> None:
+        """Frames taken but not sent (the socket went away meanwhile): older than anything held
+        since, so they go in front, and the bound still drops the oldest first."""
+        self._frames.extendleft(reversed(frames))
+        self._bytes += sum(len(f) for f in frames)
+        self._trim()
 
     def take(self) -> tuple[list[bytes], int]:
         """Every held frame in order, and how many bytes were dropped to keep within the bound."""

@@ -420,8 +420,13 @@ class TelnyxSTTService(STTService):
                 )
             if not frames:
                 break
-            for chunk in frames:
-                await ws.send(chunk)
+            for sent, chunk in enumerate(frames):
+                try:
+                    await ws.send(chunk)
+                except ConnectionClosed:
+                    # Lost while catching up: the next socket gets what this one did not.
+                    held.put_back(frames[sent:])
+                    return
         self._ws = ws
         self._ready.set()
 

@@ -224,3 +224,20 @@ def test_encoded_errors_parse_back_both_ways() -> None:
 def test_malformed_server_frames_raise(raw: str | bytes) -> None:
     with pytest.raises(SttProtocolError):
         parse_server(raw)
+
+
+def test_held_audio_keeps_the_latest_and_puts_unsent_frames_back_in_front() -> None:
+    from pipecat_telnyx_tts.stt_buffer import Framer, HeldAudio
+
+    framer = Framer(4)
+    assert framer.add(b"abcdef") == [b"abcd"] and framer.add(b"gh") == [b"efgh"]
+    assert framer.add(b"ijk") == [] and framer.flush() == b"ij"
+    held = HeldAudio(max_bytes=8)
+    for frame in (b"1111", b"2222", b"3333"):
+        held.hold(frame)
+    assert held.held_bytes == 8 and held.dropped_bytes == 4
+    frames, dropped = held.take()
+    assert (frames, dropped) == ([b"2222", b"3333"], 4)
+    held.hold(b"4444")
+    held.put_back(frames)
+    assert held.take() == ([b"3333", b"4444"], 4), "the bound drops the oldest, put back or not"

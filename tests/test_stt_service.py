@@ -31,12 +31,14 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.tests.utils import SleepFrame, run_test
 from service_helpers import Gate, Push, Until
 from stt_helpers import PHONE_RATE, caller_says, noise, silence
+from websockets.exceptions import ConnectionClosed
 
 from pipecat_telnyx_tts import TelnyxSTTService, TelnyxSTTSettings
 from pipecat_telnyx_tts import stt_protocol as sp
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.emulator.stt_socket import SttRecord
 from pipecat_telnyx_tts.policy import ConnectionPolicy, Limits
+from pipecat_telnyx_tts.stt_buffer import HeldAudio
 
 HELLO = "Hello there, my friend."
 SECOND = "Book a table for two."
@@ -380,6 +382,30 @@ async def test_a_lost_socket_is_reopened_and_the_next_turn_transcribed(
     assert finals(down) == [HELLO]
     assert events[:3] == ["on_connected", "on_disconnected", "on_connected"]
     assert len(errors(up)) <= 1
+
+
+async def test_a_socket_lost_while_catching_up_passes_its_audio_on() -> None:
+    """Held audio that a socket did not take (it closed mid-way) waits for the next socket, in
+    order; the lost socket never becomes the one audio goes to."""
+
+    class Closing:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        async def send(self, data: bytes) -> None:
+            if len(self.sent) == 2:
+                raise ConnectionClosed(None, None)
+            self.sent.append(data)
+
+    stt = TelnyxSTTService(api_key="k")
+    stt._held = HeldAudio(max_bytes=100)
+    for frame in (b"aa", b"bb", b"cc", b"dd"):
+        stt._held.hold(frame)
+    ws = Closing()
+    await stt._resume(ws)  # type: ignore[arg-type]
+    assert ws.sent == [b"aa", b"bb"]
+    assert stt._ws is None and not stt._ready.is_set()
+    assert stt._held.take() == ([b"cc", b"dd"], 0)
 
 
 def _recorder(events: list[str], name: str) -> Callable[..., Any]:
