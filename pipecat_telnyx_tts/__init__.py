@@ -1,6 +1,6 @@
-"""Telnyx text-to-speech for Pipecat, and a local emulator of Telnyx's TTS WebSocket.
+"""Telnyx text-to-speech and speech-to-text for Pipecat, and a local emulator of both WebSockets.
 
-The service is imported on first use, so the CLI and the emulator start without loading pipecat.
+The services are imported on first use, so the CLI and the emulator start without loading pipecat.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pipecat_telnyx_tts.voices import Delivery, ProviderFamily, VoiceId, VoiceId
 
 if TYPE_CHECKING:
     from pipecat_telnyx_tts.service import TelnyxTTSService, TelnyxTTSSettings
+    from pipecat_telnyx_tts.stt_service import TelnyxSTTService, TelnyxSTTSettings
 
 __version__ = "0.1.0"
 """The package's version; pyproject.toml reads it from here at build time (one source)."""
@@ -20,6 +21,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "TelnyxTTSService": "pipecat_telnyx_tts.service",
     "TelnyxTTSSettings": "pipecat_telnyx_tts.service",
+    "TelnyxSTTService": "pipecat_telnyx_tts.stt_service",
+    "TelnyxSTTSettings": "pipecat_telnyx_tts.stt_service",
 }
 
 __all__ = [
@@ -28,6 +31,8 @@ __all__ = [
     "Delivery",
     "ProtocolError",
     "ProviderFamily",
+    "TelnyxSTTService",
+    "TelnyxSTTSettings",
     "TelnyxTTSService",
     "TelnyxTTSSettings",
     "VoiceId",

@@ -56,6 +56,10 @@ async def test_cli_serves_until_sigint_and_exits_zero() -> None:
             second = (await process.stdout.readline()).decode()
         voices_url = f"http://127.0.0.1:{match.group(2)}/v2/text-to-speech/voices"
         assert second == f"Voice list at {voices_url} (send --api-key as a bearer token)\n"
+        async with asyncio.timeout(5):
+            third = (await process.stdout.readline()).decode()
+        stt_url = f"ws://127.0.0.1:{match.group(2)}/v2/speech-to-text/transcription"
+        assert third == f"Speech-to-text at {stt_url} (same key)\n"
         async with open_socket(url) as ws:
             await speak(ws)
             messages = await receive_all(ws)

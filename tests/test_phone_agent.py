@@ -6,7 +6,8 @@ WebSocket transport served by uvicorn, ``parse_telephony_websocket``, ``TelnyxFr
 the emulator. Stand-ins replace only the STT and the LLM, the two cloud services that cannot run
 here. The caller is a WebSocket client speaking Telnyx's media-streaming messages in real time;
 its "voice" for the barge-in is the bot's own greeting played back, which is real speech when the
-emulator speaks with espeak-ng.
+emulator speaks with espeak-ng. The one-key test keeps the real STT too: ``TelnyxSTTService``
+against the emulator's STT endpoint, which recognizes the caller's synthesized question exactly.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.types import WebSocketRunnerArguments
 from pipecat.utils.time import time_now_iso8601
+from stt_helpers import caller_says
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
+from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
+from pipecat_telnyx_tts.emulator.synth import encode_mulaw, resolve_signal
 from pipecat_telnyx_tts.protocol import ForceMessage, TextMessage
 
 BOT_PATH = Path(__file__).resolve().parents[1] / "examples" / "phone_agent" / "bot.py"
@@ -381,3 +384,43 @@ async def test_a_call_hears_speech_and_barge_in_clears_the_line_and_forces_the_t
 
             # Hanging up ends the bot's pipeline without an error.
             await asyncio.wait_for(outcome, 10)
+
+
+async def test_one_key_call_the_telnyx_stt_hears_the_caller_word_for_word():
+    """The default STT (``STT_SERVICE=telnyx``) against the emulator's STT on the same port: the
+    caller's question is speech the emulator synthesized, sent as PCMU over the phone line, and
+    the bot's LLM gets its exact words from the transcript."""
+    bot = load_bot()
+    llm = ScriptedLLM(["Hello, Riverside Dental.", ANSWER])
+    async with TelnyxEmulator(signal="speech", faults=Faults.fast()) as emu:
+        question = caller_says(emu, QUESTION, signal=resolve_signal(Signal.SPEECH))
+        config = bot.AgentConfig.from_env(
+            {
+                "TELNYX_API_KEY": "test-key",
+                "TELNYX_TTS_URL": emu.url,
+                "TELNYX_STT_URL": emu.stt_url,
+                "HANG_UP_ON_END": "false",
+            }
+        )
+        assert config.stt_service == "telnyx" and config.missing() == []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def handle(websocket: WebSocket) -> None:
+            try:
+                await bot.run_call(WebSocketRunnerArguments(websocket=websocket), config, llm=llm)
+            finally:
+                done.set_result(None)
+
+        async with serve_bot(handle) as url, phone_call(url) as caller:
+            await until(lambda: first_text(emu, "Riverside Dental"), 20, "the greeting")
+            await until(lambda: emu.stt.sessions, 10, "the STT socket")
+            caller.say(encode_mulaw(np.concatenate([question, np.zeros(4000, np.int16)])))
+            await until(lambda: first_text(emu, "We open at"), 20, "the answer at the TTS")
+            users = [m for m in llm.contexts[-1] if m["role"] == "user"]
+            assert QUESTION in str(users[-1]["content"]), users
+            (stt_session,) = emu.stt.sessions
+            assert "transcription_engine=Deepgram" in stt_session.connection.query
+            assert "sample_rate=8000" in stt_session.connection.query
+            assert any(u.text == QUESTION and u.source == "library" for u in stt_session.utterances)
+        await asyncio.wait_for(done, 10)
+        await emu.wait_for(lambda: all(c.closed_at for c in emu.connections), timeout=10)

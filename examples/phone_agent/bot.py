@@ -1,4 +1,5 @@
-"""A Telnyx phone agent: Deepgram hears the caller, an LLM on Telnyx answers, Telnyx speaks.
+"""A Telnyx phone agent on one key: Telnyx hears the caller, an LLM on Telnyx answers, Telnyx
+speaks.
 
 Run it with pipecat's development runner, which serves the TeXML webhook (``POST /``) and the media
 WebSocket (``/ws``) that Telnyx connects to::
@@ -7,8 +8,9 @@ WebSocket (``/ws``) that Telnyx connects to::
 
 Everything that differs between deployments comes from the environment (or a ``.env`` file next
 to this script): see ``.env.example``. One line switches the voice (``TTS_VOICE``), another the
-TTS service (``TTS_SERVICE``). ``run_call`` takes stand-ins for the STT and the LLM so the test
-suite drives this very pipeline over a real socket without any cloud service.
+TTS service (``TTS_SERVICE``), another the STT service (``STT_SERVICE``: Telnyx by default,
+Deepgram's own API as the alternative). ``run_call`` takes stand-ins for the STT and the LLM so
+the test suite drives this very pipeline over a real socket without any cloud service.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 
-from pipecat_telnyx_tts import DEFAULT_URL, TelnyxTTSService
+from pipecat_telnyx_tts import DEFAULT_URL, TelnyxSTTService, TelnyxTTSService
+from pipecat_telnyx_tts.stt_protocol import DEFAULT_STT_URL
 
 PHONE_RATE = 8000
 """Telnyx media streams carry 8 kHz audio; the whole pipeline runs at that rate, so the TTS asks
@@ -57,6 +60,9 @@ TTS_KEYS = {
     "deepgram": "DEEPGRAM_API_KEY",
 }
 """The TTS services ``TTS_SERVICE`` can name, and the variable holding each one's key."""
+
+STT_KEYS = {"telnyx": "TELNYX_API_KEY", "deepgram": "DEEPGRAM_API_KEY"}
+"""The STT services ``STT_SERVICE`` can name, and the variable holding each one's key."""
 
 
 class ConfigError(ValueError):
@@ -90,8 +96,13 @@ class AgentConfig:
     llm_api_key: str = ""
     """Empty: the Telnyx key, since Telnyx serves the LLM too."""
     system_prompt: str = SYSTEM_PROMPT
-    stt_model: str = "nova-3-general"
+    stt_service: str = "telnyx"
+    stt_engine: str = "Deepgram"
+    """Telnyx's ``transcription_engine``, in Telnyx's case (Telnyx STT only)."""
+    stt_model: str = ""
+    """Empty: the engine's default (nova-3 on Telnyx's Deepgram, nova-3-general on Deepgram's)."""
     stt_language: str = "en"
+    telnyx_stt_url: str = DEFAULT_STT_URL
     tts_service: str = "telnyx"
     tts_api_key: str = ""
     """The key of the chosen TTS service (``TELNYX_API_KEY`` for Telnyx)."""
@@ -110,6 +121,9 @@ class AgentConfig:
         service = env.get("TTS_SERVICE", "telnyx").strip().lower() or "telnyx"
         if service not in TTS_KEYS:
             raise ConfigError(f"TTS_SERVICE must be one of {', '.join(TTS_KEYS)}, not {service!r}")
+        stt = env.get("STT_SERVICE", "telnyx").strip().lower() or "telnyx"
+        if stt not in STT_KEYS:
+            raise ConfigError(f"STT_SERVICE must be one of {', '.join(STT_KEYS)}, not {stt!r}")
         return cls(
             telnyx_api_key=env.get("TELNYX_API_KEY", ""),
             deepgram_api_key=env.get("DEEPGRAM_API_KEY", ""),
@@ -117,7 +131,10 @@ class AgentConfig:
             llm_model=env.get("LLM_MODEL") or cls.llm_model,
             llm_api_key=env.get("LLM_API_KEY", ""),
             system_prompt=env.get("SYSTEM_PROMPT") or cls.system_prompt,
+            stt_service=stt,
+            stt_engine=env.get("STT_ENGINE") or cls.stt_engine,
             stt_model=env.get("STT_MODEL") or cls.stt_model,
+            telnyx_stt_url=env.get("TELNYX_STT_URL") or cls.telnyx_stt_url,
             stt_language=env.get("STT_LANGUAGE") or cls.stt_language,
             tts_service=service,
             tts_api_key=env.get(TTS_KEYS[service], ""),
@@ -130,7 +147,8 @@ class AgentConfig:
 
     def missing(self) -> list[str]:
         """The environment variables a real call needs that are not set."""
-        needed = {"DEEPGRAM_API_KEY": self.deepgram_api_key}
+        keys = {"TELNYX_API_KEY": self.telnyx_api_key, "DEEPGRAM_API_KEY": self.deepgram_api_key}
+        needed = {STT_KEYS[self.stt_service]: keys[STT_KEYS[self.stt_service]]}
         if self.tts_service == "telnyx" or not self.llm_api_key or self.hang_up_on_end:
             needed["TELNYX_API_KEY"] = self.telnyx_api_key
         needed[TTS_KEYS[self.tts_service]] = self.tts_api_key
@@ -144,12 +162,25 @@ class AgentConfig:
 
 
 def make_stt(config: AgentConfig) -> FrameProcessor:
-    """Deepgram streaming STT: fast finals, and it takes 8 kHz phone audio as it is."""
+    """Telnyx STT on the same key (Deepgram's models on Telnyx's GPUs by default), or Deepgram's
+    own API; both take the 8 kHz phone audio as it is."""
+    if config.stt_service == "telnyx":
+        return TelnyxSTTService(
+            api_key=config.telnyx_api_key,
+            url=config.telnyx_stt_url,
+            settings=TelnyxSTTService.Settings(
+                engine=config.stt_engine,
+                model=config.stt_model or None,
+                language=config.stt_language or None,
+            ),
+        )
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
     return DeepgramSTTService(
         api_key=config.deepgram_api_key,
-        settings=DeepgramSTTService.Settings(model=config.stt_model, language=config.stt_language),
+        settings=DeepgramSTTService.Settings(
+            model=config.stt_model or "nova-3-general", language=config.stt_language
+        ),
     )
 
 

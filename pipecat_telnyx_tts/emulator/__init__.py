@@ -14,9 +14,16 @@ connection, a close with a chosen code, or a stall; and in the stream, frames st
 force, a socket kept open after its final frame, MP3 split into several files, raw frames.
 ``records`` counts upgrades per second and sockets open over a span.
 
+The same port and key serve speech-to-text at ``/v2/speech-to-text/transcription``
+(``emu.stt_url``; ``emu.stt`` holds its knobs, faults, known audio, script and records): it
+finds utterances by the audio's energy and answers each with the words the emulator's own TTS
+placed there, or with the next line of a script.
+
 Inside: ``server`` (the emulator's life and records), ``admission`` (the HTTP side of an
 upgrade), ``connection`` (frame-by-frame reading), ``play`` (one socket), ``lifecycle`` (when
-text becomes a synthesis), ``plan`` (the frames of a synthesis), ``synth`` (its audio).
+text becomes a synthesis), ``plan`` (the frames of a synthesis), ``synth`` (its audio);
+``stt_socket`` (one STT socket), ``stt_session`` (utterances and results, without I/O),
+``stt_recognize`` (known audio and scripts), ``stt_config`` (knobs and faults).
 """
 
 from pipecat_telnyx_tts.emulator.catalogue import VOICES, Voice

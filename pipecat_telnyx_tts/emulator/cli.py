@@ -155,6 +155,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of chunking and frame order (default: 0)"
     )
     parser.add_argument(
+        "--stt-script",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help="a text file, one line per caller utterance: what the STT endpoint answers for "
+        "audio the emulator did not synthesize itself (default: an empty transcript)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -224,7 +230,7 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
 
 def emulator_from_args(ns: argparse.Namespace, *, keep_connections: int | None) -> TelnyxEmulator:
     """The emulator the parsed options describe (not started)."""
-    return TelnyxEmulator(
+    emulator = TelnyxEmulator(
         host=ns.host,
         port=ns.port,
         api_key=ns.api_key,
@@ -234,13 +240,18 @@ def emulator_from_args(ns: argparse.Namespace, *, keep_connections: int | None) 
         seed=ns.seed,
         keep_connections=keep_connections,
     )
+    script = getattr(ns, "stt_script", None)
+    if script is not None:
+        with script:
+            emulator.stt.script.extend([line.strip() for line in script if line.strip()])
+    return emulator
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m pipecat_telnyx_tts.emulator") -> int:
     """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve a local emulator of Telnyx's TTS WebSocket and voice list.",
+        description="Serve a local emulator of Telnyx's TTS and STT WebSockets and voice list.",
     )
     add_arguments(parser)
     ns = parser.parse_args(argv)
@@ -270,6 +281,7 @@ async def _serve(ns: argparse.Namespace) -> int:
         print(f"Telnyx TTS emulator listening on {emulator.url}", flush=True)
         key = "send --api-key as a bearer token" if ns.api_key else "no API key needed"
         print(f"Voice list at {emulator.http_url}{VOICES_PATH} ({key})", flush=True)
+        print(f"Speech-to-text at {emulator.stt_url} (same key)", flush=True)
         await stop.wait()
     finally:
         await emulator.stop()

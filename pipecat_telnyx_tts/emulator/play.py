@@ -86,6 +86,7 @@ class Socket:
         signal: Signal,
         seed: int,
         cache: set[CacheKey],
+        on_render: Callable[[SynthesisRequest], None] | None = None,
     ) -> None:
         if record.params is None:
             raise RuntimeError("accepted a socket without parsed parameters")
@@ -94,6 +95,8 @@ class Socket:
         self.params = record.params
         self.faults = faults
         self.cache = cache
+        self.on_render = on_render
+        """Told of every synthesis rendered, so that the STT side can recognize it later."""
         voice = self.params.resolved_voice() or ""
         family = VoiceId.parse(voice).family
         if family is None:
@@ -316,6 +319,8 @@ class Socket:
             record.sample_rate = self.fmt.sample_rate
             record.words = list(rendition.words)
             record.words_source = rendition.words_source
+            if self.on_render is not None:
+                self.on_render(request)
             if job.forced:
                 return
             job.plan = plan_frames(

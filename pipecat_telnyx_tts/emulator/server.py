@@ -26,6 +26,7 @@ from pipecat_telnyx_tts.emulator.config import Faults, Lifecycle, Signal
 from pipecat_telnyx_tts.emulator.connection import EmulatorConnection, connection_class
 from pipecat_telnyx_tts.emulator.play import CacheKey, Socket
 from pipecat_telnyx_tts.emulator.records import ConnectionRecord
+from pipecat_telnyx_tts.emulator.stt_socket import SttSide, SttSocket
 from pipecat_telnyx_tts.protocol import (
     SPEECH_PATH,
     VOICES_PATH,
@@ -36,6 +37,7 @@ from pipecat_telnyx_tts.protocol import (
     Rejection,
     TextMessage,
 )
+from pipecat_telnyx_tts.stt_protocol import TRANSCRIPTION_PATH
 
 CLOSE_TIMEOUT = 2.0
 """Seconds to wait for a client's closing handshake; bounds shutdown too."""
@@ -88,6 +90,8 @@ class TelnyxEmulator:
         self._rate_limit = admission.RateLimit()
         self._server: Server | None = None
         self._closing = asyncio.Event()
+        self.stt = SttSide(keep=keep_connections)
+        """The STT endpoint's knobs, faults, known audio, script and session records."""
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -171,6 +175,11 @@ class TelnyxEmulator:
     def url(self) -> str:
         """The WebSocket URL, without a query string."""
         return f"ws://{self._netloc}{SPEECH_PATH}"
+
+    @property
+    def stt_url(self) -> str:
+        """The STT WebSocket URL, without a query string."""
+        return f"ws://{self._netloc}{TRANSCRIPTION_PATH}"
 
     @property
     def http_url(self) -> str:
@@ -262,7 +271,10 @@ class TelnyxEmulator:
             refusal = self._refusals.take(faults)
             if refusal is not None and refusal.status == HTTPStatus.TOO_MANY_REQUESTS:
                 retry_after = faults.retry_after
-            if refusal is None:
+            if refusal is None and path == TRANSCRIPTION_PATH:
+                # STT parameters are checked on the open socket, as Telnyx answers them.
+                refusal = admission.check_auth(request.headers, self.api_key)
+            elif refusal is None:
                 record.params, refusal = admission.admit(path, query, request.headers, self.api_key)
             if refusal is None:
                 key = admission.bearer_token(request.headers)
@@ -299,16 +311,21 @@ class TelnyxEmulator:
         if not isinstance(ws, EmulatorConnection):
             raise TypeError(f"the emulator cannot serve a {type(ws).__name__}")
         record = self._pending.pop(ws)
-        logger.info(f"emulator: socket #{record.index} open: {record.query}")
-        socket = Socket(
-            ws,
-            record,
-            faults=lambda: self.faults,
-            lifecycle=self.lifecycle,
-            signal=self.signal,
-            seed=self.seed,
-            cache=self._cache,
-        )
+        logger.info(f"emulator: socket #{record.index} open: {record.path}?{record.query}")
+        socket: Socket | SttSocket
+        if record.path == TRANSCRIPTION_PATH:
+            socket = SttSocket(ws, record, self.stt)
+        else:
+            socket = Socket(
+                ws,
+                record,
+                faults=lambda: self.faults,
+                lifecycle=self.lifecycle,
+                signal=self.signal,
+                seed=self.seed,
+                cache=self._cache,
+                on_render=self.stt.library.add_request,
+            )
         try:
             await socket.run()
         finally:
