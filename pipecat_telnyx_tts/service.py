@@ -442,8 +442,11 @@ class TelnyxTTSService(TTSService):
             self._output.failed_turns.pop(context_id, None)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Prepare a socket when the caller speaks; drop text of an interrupted reply.
+        """Prepare a socket when a turn becomes likely; drop text of an interrupted reply.
 
+        The next turn is likely once the caller speaks, and once a reply's text is all in (the
+        next reply may follow at once: a tool call's result); the spare opened then is the one
+        the next reply binds, one handshake a turn either way.
         The interruption is a system frame and overtakes text still queued at this processor;
         such text would open a new turn after the barge-in (token mode) or wait in the sentence
         aggregator and be spoken at the start of the next reply (sentence mode).
@@ -461,6 +464,10 @@ class TelnyxTTSService(TTSService):
             logger.debug(f"{self}: not spoken, from the interrupted reply: [{frame.text}]")
             return
         await super().process_frame(frame, direction)
+        if isinstance(frame, LLMFullResponseEndFrame):
+            # After the base class: the reply's last text has taken its socket by now.
+            self._policy.turn_likely(time.monotonic())
+            self._keep_spare()
 
     @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:

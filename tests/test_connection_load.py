@@ -78,7 +78,7 @@ async def test_many_calls_against_a_rate_limit_neither_storm_nor_lose_a_turn(mon
     limited = seconds[: int(lifted[0] - start)]
     refused = sum(s.refused for s in limited)
     accepted = sum(s.accepted for s in limited)
-    # Attempts stay near what Telnyx takes: at least two in three are accepted while the limit
-    # holds (without the process's limiter every call knocks on its own, and most are refused).
-    assert refused <= accepted / 2, [(s.accepted, s.refused) for s in seconds]
+    # Attempts stay near what Telnyx takes: at least half are accepted while the limit holds
+    # (without the process's limiter every call knocks on its own, and most are refused).
+    assert refused <= accepted, [(s.accepted, s.refused) for s in seconds]
     assert max(s.refused for s in seconds) <= 2 * TelnyxTTSService.HANDSHAKE_BURST
