@@ -103,6 +103,8 @@ class Until(DataFrame):
     """
 
     predicate: Callable[[], bool] = field(default=lambda: True)
+    event: asyncio.Event | None = None
+    """Waited on instead of polling ``predicate``: for many pipelines waiting at once."""
     timeout: float = 10.0
     then: Callable[[], None] | None = None
     """Run once the predicate holds, before the next frame goes on (to change the emulator)."""
@@ -128,6 +130,12 @@ class Gate(FrameProcessor):
         if not isinstance(frame, Until):
             await self.push_frame(frame, direction)
             return
+        if frame.event is not None:
+            try:
+                async with asyncio.timeout(frame.timeout):
+                    await frame.event.wait()
+            except TimeoutError:
+                raise AssertionError("cue never came: the event was not set") from None
         deadline = time.monotonic() + frame.timeout
         while not frame.predicate():
             if time.monotonic() > deadline:

@@ -1,9 +1,10 @@
-"""200 calls in one process against a Telnyx that rate-limits upgrades: no storm, no turn lost
+"""Many calls in one process against a Telnyx that rate-limits upgrades: no storm, no turn lost
 without a word, and every call speaks again once the limit lifts."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from pipecat.frames.frames import Frame, TTSStoppedFrame
@@ -13,10 +14,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, TelnyxEmulator
 from pipecat_telnyx_tts.emulator.records import upgrades_per_second
-from pipecat_telnyx_tts.policy import HandshakeLimiter, Limits
+from pipecat_telnyx_tts.policy import HandshakeLimiter
 from tests.service_helpers import Gate, Until, errors, llm_turn, make_tts, run
 
-CALLS = 200
+CALLS = int(os.environ.get("TELNYX_LOAD_CALLS", "50"))
+"""Pipelines in the process. 50 in the suite, which runs on loaded machines; the issue's 200 with
+``TELNYX_LOAD_CALLS=200`` (about 20 s on an idle 2-core machine, minutes beside busy loops)."""
 LIMIT = 10
 """Upgrades a second the emulator accepts per key: a fifth of what one process may attempt."""
 
@@ -41,22 +44,22 @@ async def test_many_calls_against_a_rate_limit_neither_storm_nor_lose_a_turn(mon
         TelnyxTTSService.HANDSHAKES_PER_SECOND, TelnyxTTSService.HANDSHAKE_BURST
     )
     monkeypatch.setattr("pipecat_telnyx_tts.service.shared_limiter", lambda *a, **k: limiter)
-    # 200 pipelines on a loaded 2-core machine: the turns' budget is not what is tested here.
-    monkeypatch.setattr(TelnyxTTSService, "POLICY_LIMITS", Limits(turn_budget=60.0))
     faults = Faults.fast(rate_limit=LIMIT, inactivity_timeout=None)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         ended = [0]
         lifted: list[float] = []
+        lift_event = asyncio.Event()
 
         def lift() -> None:
             emu.faults.rate_limit = None
             lifted.append(time.perf_counter())
+            lift_event.set()
 
         async def call(i: int) -> tuple[list[Frame], list[Frame]]:
             tts = make_tts(emu)
             frames = [
                 *llm_turn(f"Call {i} turn one."),
-                Until(lambda: bool(lifted), timeout=600.0),
+                Until(event=lift_event, timeout=600.0),
                 *llm_turn(f"Call {i} turn two."),
             ]
             return await run(Pipeline([Gate(), tts, TurnsEnded(ended)]), frames)

@@ -93,9 +93,11 @@ async def test_new_settings_after_a_refused_voice_are_tried_and_spoken():
 # ----------------------------------------------------------------------------- unknown frames
 
 
-async def test_an_unknown_frame_on_an_idle_spare_costs_nothing():
-    """The spare that heard {"type": "ping"} is the one the turn speaks on."""
-    faults = Faults.fast(idle_frame='{"type": "ping", "ts": 1}', idle_frame_after=0.05)
+@pytest.mark.parametrize("frame", ['{"type": "ping", "ts": 1}', '{"audio": ""}'])
+async def test_an_unknown_frame_on_an_idle_spare_costs_nothing(frame):
+    """The spare that heard a frame nobody asked for (one that does not parse, one that does)
+    is the one the turn speaks on."""
+    faults = Faults.fast(idle_frame=frame, idle_frame_after=0.05)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         tts = make_tts(emu)
 
@@ -197,6 +199,40 @@ async def test_after_provider_errors_wrote_the_service_off_the_next_good_turn_re
         assert tts.is_usable
         messages = " ".join(e.error for e in errors(up))
         assert "Error in audio response" in messages
+
+
+async def test_a_probe_turn_that_fails_too_writes_the_service_off_again(monkeypatch):
+    """Item 6, the other way: the provider is still down when the probe turn goes through."""
+    monkeypatch.setattr(TelnyxTTSService, "POLICY_LIMITS", Limits(spare_cap=0.5, turn_cap=0.2))
+    faults = Faults.fast(error_after_chunks=0, fault_count=4)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        frames: list[Frame] = []
+        for i in range(3):
+            frames += [*llm_turn(f"Lost turn {i}."), SleepFrame(0.1)]
+        frames += [
+            Until(lambda: not tts.is_usable),
+            Until(lambda: tts.is_usable, timeout=15.0),
+            *llm_turn("The probe fails too."),
+            Until(lambda: not tts.is_usable, timeout=5.0),
+        ]
+        _, up = await run(gated(tts), frames)
+        assert not tts.is_usable
+        assert "The probe fails too." in " ".join(e.error for e in errors(up))
+
+
+async def test_a_settings_change_replaces_the_spare_built_with_the_old_ones():
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+        voice = TelnyxTTSService.Settings(voice="Rime.ArcanaV3.astra")
+        frames = [
+            Until(lambda: len(emu.connections) >= 1 and emu.connections[0].status == 101),
+            TTSUpdateSettingsFrame(delta=voice),
+            Until(lambda: emu.connections[0].closed_at is not None and len(emu.connections) >= 2),
+        ]
+        _, up = await run(gated(tts), frames)
+        assert not errors(up)
+        assert emu.connections[1].params.voice == "Rime.ArcanaV3.astra"
 
 
 # ----------------------------------------------------------------------------- 7. budget

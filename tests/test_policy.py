@@ -282,3 +282,13 @@ def test_an_outage_that_a_turn_waits_on_is_reported_once_until_it_is_over():
     p.proved(2.0)
     p.connect_failed(3.0, TRANSIENT)
     assert p.outage_affects_turn() is Report.ONCE, "a new outage is news again"
+
+
+def test_no_spare_and_no_probe_before_a_retry_after():
+    p = ConnectionPolicy(
+        limiter=HandshakeLimiter(1e9, 1_000_000), backoff=Backoff(random=lambda: 0.0)
+    )
+    p.connect_failed(10.0, Failure(Kind.RATE_LIMITED, 429, 3.0))
+    assert not p.spare_allowed(12.9)
+    assert p.spare_allowed(13.0)
+    assert p.probe_at() == pytest.approx(13.0)

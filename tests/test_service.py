@@ -198,7 +198,7 @@ async def test_back_to_back_turns_each_get_their_own_socket_with_no_handshake_wa
     # Each upgrade takes UPGRADE_S; the turns are spaced so that a spare has time to connect
     # (GAP_S, twice that and more) whatever the machine's load. A turn whose text reaches the
     # wire sooner after it was pushed than an upgrade takes cannot have waited for a handshake.
-    upgrade_s, gap_s = 0.5, 1.5
+    upgrade_s, gap_s = 1.0, 2.5
     faults = Faults.fast(upgrade_delay=upgrade_s)
     async with TelnyxEmulator(signal="marker", faults=faults) as emu:
         tts = make_tts(emu)
