@@ -176,6 +176,19 @@ async def test_a_429_is_retried_no_sooner_than_its_retry_after_and_a_spare_repor
 # ----------------------------------------------------------------------------- 6. provider outage
 
 
+def written_off_then_probed(tts: TelnyxTTSService) -> list[Frame]:
+    """Three turns that get no audio (pipecat writes the service off), then the wait for the
+    service to let a turn through again."""
+    frames: list[Frame] = []
+    for i in range(3):
+        frames += [*llm_turn(f"Lost turn {i}."), SleepFrame(0.1)]
+    return [
+        *frames,
+        Until(lambda: not tts.is_usable),
+        Until(lambda: tts.is_usable, timeout=15.0),
+    ]
+
+
 async def test_after_provider_errors_wrote_the_service_off_the_next_good_turn_revives_it(
     monkeypatch,
 ):
@@ -185,14 +198,7 @@ async def test_after_provider_errors_wrote_the_service_off_the_next_good_turn_re
     faults = Faults.fast(error_after_chunks=0, fault_count=3)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         tts = make_tts(emu)
-        frames: list[Frame] = []
-        for i in range(3):
-            frames += [*llm_turn(f"Lost turn {i}."), SleepFrame(0.1)]
-        frames += [
-            Until(lambda: not tts.is_usable),
-            Until(lambda: tts.is_usable, timeout=15.0),
-            *llm_turn("Back again."),
-        ]
+        frames = [*written_off_then_probed(tts), *llm_turn("Back again.")]
         down, up = await run(gated(tts), frames)
         assert "Back again." in spoken(emu)
         assert audio_seconds(down) > 0.3
@@ -207,12 +213,8 @@ async def test_a_probe_turn_that_fails_too_writes_the_service_off_again(monkeypa
     faults = Faults.fast(error_after_chunks=0, fault_count=4)
     async with TelnyxEmulator(signal="tone", faults=faults) as emu:
         tts = make_tts(emu)
-        frames: list[Frame] = []
-        for i in range(3):
-            frames += [*llm_turn(f"Lost turn {i}."), SleepFrame(0.1)]
-        frames += [
-            Until(lambda: not tts.is_usable),
-            Until(lambda: tts.is_usable, timeout=15.0),
+        frames = [
+            *written_off_then_probed(tts),
             *llm_turn("The probe fails too."),
             Until(lambda: not tts.is_usable, timeout=5.0),
         ]
