@@ -192,16 +192,20 @@ class Call:
         return bool(self.heard) and not any(loud(p) for p in recent)
 
     def stereo(self) -> np.ndarray:
-        """The call on one clock: each side's audio placed where it was sent or heard."""
-        end = max([t for t, _ in self.sent + self.heard] + [0.0]) + 0.1
-        out = np.zeros((round(end * RATE) + FRAME_BYTES, 2), np.int16)
+        """The call on one clock: each side's audio placed where it was sent or heard, or right
+        after that side's previous audio when it came in a burst (a loaded machine)."""
+        placed: list[tuple[int, int, np.ndarray]] = []
         for channel, pieces in ((0, self.sent), (1, self.heard)):
             cursor = 0
             for at, payload in pieces:
                 start = max(cursor, round(at * RATE))
                 samples = ulaw_decode(payload)
-                out[start : start + len(samples), channel] = samples[: len(out) - start]
+                placed.append((channel, start, samples))
                 cursor = start + len(samples)
+        length = max([start + len(samples) for _, start, samples in placed] + [0])
+        out = np.zeros((length + round(0.1 * RATE), 2), np.int16)
+        for channel, start, samples in placed:
+            out[start : start + len(samples), channel] = samples
         return out
 
 
