@@ -231,7 +231,7 @@ class Limits:
     """How long a turn may spend getting a socket before it fails with its text named."""
     turn_cap: float = 2.0
     """Longest backoff step while a turn waits."""
-    spare_cap: float = 60.0
+    spare_cap: float = 30.0
     """Longest backoff step when no turn waits (and longest ``Retry-After`` honoured for a spare;
     a turn honours any, up to its budget)."""
     slot_horizon: float = 0.5
