@@ -127,13 +127,6 @@ class Lane:
         self.last_heard = time.monotonic()
         self.context_id, self.turn, self.decoder, self.clock = context_id, turn, decoder, clock
 
-    def unbind(self) -> None:
-        """Forget a turn that never put anything on this socket."""
-        assert not self.turn_on_wire
-        self.life.unbind()
-        self.context_id = self.turn = self.decoder = self.clock = None
-        self.pending = []
-
     def adopt(self, other: Lane) -> list[ClientMessage]:
         """Take over the turn of ``other``, whose socket ended before the turn reached it.
 

@@ -41,9 +41,7 @@ _ALLOWED: dict[SocketState, frozenset[SocketState]] = {
         {SocketState.READY, SocketState.BOUND, SocketState.CLOSING, SocketState.CLOSED}
     ),
     SocketState.READY: frozenset({SocketState.BOUND, SocketState.CLOSING, SocketState.CLOSED}),
-    SocketState.BOUND: frozenset(
-        {SocketState.CONNECTING, SocketState.READY, SocketState.CLOSING, SocketState.CLOSED}
-    ),
+    SocketState.BOUND: frozenset({SocketState.CLOSING, SocketState.CLOSED}),
     SocketState.CLOSING: frozenset({SocketState.CLOSED}),
     SocketState.CLOSED: frozenset(),
 }
@@ -94,10 +92,6 @@ class SocketLife:
     def bind(self) -> None:
         """A turn takes the socket (connecting or ready)."""
         self._move(SocketState.BOUND)
-
-    def unbind(self) -> None:
-        """The turn gives the socket back untouched: a spare again."""
-        self._move(SocketState.READY if self.open else SocketState.CONNECTING)
 
     def sent(self, now: float) -> None:
         """A client frame went out: the server's inactivity clock restarts."""

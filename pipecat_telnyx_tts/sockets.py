@@ -1,7 +1,8 @@
 """Every socket a service holds: the spare, the turns' sockets, and the ones being closed.
 
 A spare takes the handshake off a turn's critical path. It is opened when a turn is likely (the
-service started, the caller is speaking, a reply began), or always with ``keep_warm``; it is bound
+service started, the caller is speaking, a reply began or its text is all in), or always with
+``keep_warm``; it is bound
 at the turn's first text, whose frame then restarts the server's idle clock; and while a spare is
 wanted it is replaced before the server's idle window (as the policy has learned it) runs out.
 When no turn is likely, an idle spare is left to the server's idle close and not replaced: an idle
