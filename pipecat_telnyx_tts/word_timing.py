@@ -52,6 +52,7 @@ GUARD_S = 0.4
 ESTIMATED_START_MARGIN_S = 0.2
 """Delay of the first word of a synthesis whose start in the audio was estimated, not marked."""
 ONSET_SEARCH_S = 0.6
+"""How far past a synthesis's start its first sound is looked for."""
 SEAM_MARGIN_S = 0.06
 """Delay of the first word of a synthesis whose start was found at a frame seam."""
 MIN_PAUSE_S = 0.12
@@ -59,7 +60,11 @@ MIN_PAUSE_S = 0.12
 SNAP_SHARE = 0.35
 """How far, as a share of the previous synthesis's predicted length, an estimated boundary may
 move to a pause found in the audio."""
-"""How far past a synthesis's start its first sound is looked for."""
+QUIET_SNAP = 1.5
+"""A seam with a pause before it (a synthesis's trailing silence) is looked for this many times
+further back than one without."""
+VOWEL_SHARE = 0.3
+"""How much of a word's weight its vowel groups give; its letters give the rest."""
 
 _WORD = re.compile(r"\S+")
 _VOWELS = re.compile(r"[aeiouyàâäéèêëîïôöùûü]+")
@@ -90,6 +95,18 @@ def syllables(word: str) -> float:
     if digits:
         return 1.3 * digits + 0.5
     return max(1.0, letters / 3)
+
+
+def speaking_weight(word: str) -> float:
+    """A word's share of its synthesis's speech, in syllable-sized units. For Latin script it is
+    mostly the word's letters (a third of a unit each, which tracks its sounds) and partly its
+    vowel groups: vowel groups alone overweight long made-up names, which voices speak fast,
+    and miss a voice that gives every letter the same time."""
+    beats = syllables(word)
+    letters = sum(c.isalpha() for c in word)
+    if not _VOWELS.search(word.lower()) or _CJK.search(word):
+        return beats
+    return VOWEL_SHARE * beats + (1 - VOWEL_SHARE) * max(1.0, (letters + 1) / 3)
 
 
 def pause_after(word: str) -> float:
@@ -135,7 +152,10 @@ class _Unit:
     """Its audio starts no later than this."""
     start: float = 0.0
     onset: float = 0.0
-    """The latest estimate of its start and of its first sound (final once its words are out)."""
+    """The latest estimate of its start and of its first sound."""
+    released: bool = False
+    """Its first word is out: ``start`` and ``onset`` are final, whatever audio comes later (a
+    later seam inside it, an MP3 file boundary say, must not move words already placed)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +209,9 @@ class WordClock:
     _frames: int = 0
     _seams: list[float] = field(default_factory=list)
     """Frame boundaries where a synthesis likely ended (see :meth:`audio`)."""
+    _ends: list[float] = field(default_factory=list)
+    """Seams after a short raw-PCM frame: a synthesis ended there (an MP3 file may end
+    mid-synthesis, so a file's start is only a seam)."""
     _frame_sizes: Counter[int] = field(default_factory=Counter)
     _last_frame: int = 0
     _remainder: bytes = b""
@@ -272,6 +295,7 @@ class WordClock:
             self._seams.append(self._received)
         if self._short(self._last_frame) and self._received > 0:
             self._seams.append(self._received)
+            self._ends.append(self._received)
         self._frame_sizes[len(pcm)] += 1
         self._last_frame = len(pcm)
         if self._first_arrival is None:
@@ -338,7 +362,7 @@ class WordClock:
         for piece in pieces:
             self._letters.append(len(self._letter_text))
             self._letter_text += _letters_of(piece)
-            word = _Word(piece, syllables(piece), pause_after(piece), spaced=len(pieces) > 1)
+            word = _Word(piece, speaking_weight(piece), pause_after(piece), spaced=len(pieces) > 1)
             self._words.append(word)
             self._cum.append(self._cum[-1] + word.weight + word.pause)
 
@@ -402,13 +426,28 @@ class WordClock:
             return start
         return max(start, (first + int(sound.argmax())) * FRAME_S)
 
-    def _seam_near(self, guess: float, earliest: float, high: float) -> float | None:
+    def _end_at(self, position: float) -> float | None:
+        """A synthesis end (a short frame's seam) exactly at ``position``, if there is one."""
+        i = bisect.bisect_left(self._ends, position - 1e-6)
+        return self._ends[i] if i < len(self._ends) and self._ends[i] <= position + 1e-6 else None
+
+    def _seam_near(
+        self, guess: float, earliest: float, earliest_quiet: float, high: float
+    ) -> float | None:
         """The frame seam nearest ``guess`` between ``earliest`` and ``high``: a frame boundary
         where one synthesis most likely ended and the next began. Searched up to ``high`` (not
         just near the guess): seams are few and mark boundaries, while the guess, from the
         speaking rate, can be off by more than a word or two."""
-        inside = [x for x in self._seams if earliest <= x <= high]
+        quiet = [x for x in self._seams if earliest_quiet <= x <= high and self._quiet_before(x)]
+        inside = quiet or [x for x in self._seams if earliest <= x <= high]
         return min(inside, key=lambda x: abs(x - guess)) if inside else None
+
+    def _quiet_before(self, seam: float) -> bool:
+        """Whether the audio just before ``seam`` is a pause: a synthesis's trailing silence,
+        which a file boundary inside a synthesis does not have."""
+        last = round(seam / FRAME_S)
+        first = last - round(MIN_PAUSE_S / FRAME_S)
+        return first >= 0 and last <= self._frames and not self._sound(first, last).any()
 
     def _pause_near(self, earliest: float, latest: float, low: float, high: float) -> float | None:
         """The middle of the longest pause between ``earliest`` and ``latest`` (and inside
@@ -494,6 +533,12 @@ class WordClock:
             unit = units[k]
             mark = marks[k]
             margin = 0.0
+            if unit.released:
+                starts.append(unit.start)
+                settled.append(True)
+                margins.append(0.0)
+                last = k
+                continue
             if mark is None and unit.upper is not None and unit.upper <= unit.lower:
                 # Bounded on both sides to one point: as good as marked.
                 mark = unit.lower
@@ -514,7 +559,12 @@ class WordClock:
                 low = max(unit.lower, before.start)
                 high = unit.upper if unit.upper is not None else self._received
                 reach = rate * spoken * SNAP_SHARE
-                seam = self._seam_near(start, max(low, start - reach), high)
+                # A synthesis that ended on a short frame just as this one's text went out
+                # (a slow LLM) ends where this one starts.
+                seam = self._end_at(unit.lower) if unit.lower > before.start else None
+                seam = seam or self._seam_near(
+                    start, max(low, start - reach), max(low, start - QUIET_SNAP * reach), high
+                )
                 pause = (
                     None if seam else self._pause_near(start - reach / 2, start + reach, low, high)
                 )
@@ -598,6 +648,8 @@ class WordClock:
             # A released time is final, so a later, better estimate may not put a word before
             # one already released.
             self._last_seconds = max(self._timeline(position), self._last_seconds)
+            if i == self._units[first + n].first:
+                self._units[first + n].released = True
             word = self._words[i]
             out.append(TimedWord(word.text, self._last_seconds, word.spaced))
         self._released += len(out)

@@ -13,6 +13,7 @@ from pipecat_telnyx_tts.word_timing import (
     TimedWord,
     WordClock,
     pause_after,
+    speaking_weight,
     syllables,
 )
 
@@ -22,13 +23,14 @@ RATE = 16000
 def speech(
     text: str, *, per_syllable: float = 0.25, lead: float = 0.0
 ) -> tuple[bytes, list[float]]:
-    """A voiced burst per word, as long as its syllables, silence at punctuation; and the start
-    of every word."""
+    """A voiced burst per word, as long as its weight, silence at punctuation; and the start
+    of every word. (The weight model itself is measured by the context benchmark against
+    espeak-ng and uniform-per-character speech.)"""
     pieces = [np.zeros(round(lead * RATE), dtype=np.int16)]
     starts: list[float] = []
     t = lead
     for word in text.split():
-        seconds = syllables(word) * per_syllable
+        seconds = speaking_weight(word) * per_syllable
         n = round(seconds * RATE)
         starts.append(t)
         tone = 8000 * np.sin(2 * np.pi * 150 * np.arange(n) / RATE)
@@ -182,7 +184,7 @@ def test_an_unmarked_sentence_is_never_timed_before_it_starts(seed: int):
         assert words[index].seconds >= start - 0.01
         # Placed a beat after where its synthesis starts, and that beat is small next to a word:
         # the first word is timed before it has finished playing.
-        first_word_ends = start + syllables(words[index].word) * rate
+        first_word_ends = start + speaking_weight(words[index].word) * rate
         assert words[index].seconds < first_word_ends, (words[index], start, first_word_ends)
     times = [w.seconds for w in words]
     assert times == sorted(times)
@@ -221,6 +223,14 @@ def test_syllables_and_pauses():
     assert syllables("2026") > syllables("7")
     assert syllables("\u4f60\u597d") == 2
     assert pause_after("end.") > pause_after("well,") > pause_after("word") == 0
+
+
+def test_a_words_weight_follows_its_letters_more_than_its_vowel_groups():
+    # Vowel groups alone make a made-up name of open syllables twice as long as a word of
+    # consonant clusters; voices (and a voice that gives every letter the same time) do not.
+    assert speaking_weight("kamivimi") < syllables("kamivimi")
+    assert speaking_weight("strengths") > syllables("strengths")
+    assert speaking_weight("\u4f60\u597d") == syllables("\u4f60\u597d")
 
 
 def test_unspaced_scripts_are_timed_a_character_at_a_time():
@@ -358,3 +368,76 @@ def test_a_chunk_costs_the_words_it_releases_not_the_synthesis_so_far(monkeypatc
     assert len(words) == len(text.split())
     # Each word once, plus at most one look at the next word per call.
     assert placed <= len(words) + chunks + 1
+
+
+def feed_files(clock: WordClock, files: list[bytes], *, at: float = 0.0, pace: float = 2.4):
+    """Audio as separately encoded files back to back (live MP3 is several per synthesis): the
+    first frame of each opens a file."""
+    out: list[TimedWord] = []
+    sent = 0
+    for data in files:
+        for i in range(0, len(data), STEP):
+            out += clock.audio(data[i : i + STEP], at + sent / 2 / RATE / pace, new_file=i == 0)
+            sent += len(data[i : i + STEP]) // 2
+    return out
+
+
+def halves(pcm: bytes) -> list[bytes]:
+    """``pcm`` as two files, cut mid-speech on a 0.1 s frame."""
+    cut = len(pcm) // 2 // STEP * STEP
+    return [pcm[:cut], pcm[cut:]]
+
+
+def test_a_synthesis_ending_where_the_audio_stood_when_the_next_text_went_out_starts_there():
+    # A slow LLM: the first synthesis's audio is all in (its last frame short) when the next
+    # text is sent. The voice is twice as fast as the prior rate, so a guess from the rate
+    # lands far past the boundary; the short frame right where the audio stood is the boundary.
+    first, second = "Sure, I can help with that today.", "The total is forty dollars."
+    one, _ = speech(first, per_syllable=0.12)
+    two, starts_two = speech(second, per_syllable=0.12)
+    assert len(one) % STEP, "the first synthesis ends on a short frame"
+    clock = WordClock(RATE)
+    words = clock.text_sent(first + " ", flush=True)
+    words += feed(clock, one)
+    words += clock.text_sent(second + " ", flush=True)
+    words += feed(clock, two[: STEP * 8], at=seconds(one) + 1.0)
+    assert [w.word for w in words][7:9] == ["The", "total"], "released while the audio comes"
+    assert words[7].seconds == pytest.approx(seconds(one) + 1.0 + starts_two[0], abs=0.08)
+
+
+def test_a_file_boundary_after_a_pause_is_preferred_to_one_inside_speech():
+    # Live MP3 comes as several files per synthesis, so a file's start is a seam whether or not
+    # a synthesis starts there. The voice is fast: the rate's guess for the second synthesis's
+    # start lands near the file boundary inside it; the boundary after the first synthesis's
+    # closing pause is the synthesis boundary.
+    first, second = "Sure, I can help with that today.", "The total is forty two dollars now."
+    one, _ = speech(first, per_syllable=0.15)
+    two, starts_two = speech(second, per_syllable=0.15)
+    clock = WordClock(RATE)
+    words = clock.text_sent(first + " ", flush=True)
+    words += clock.text_sent(second + " ", flush=True)
+    words += feed_files(clock, [*halves(one), *halves(two)])
+    words += clock.finish()
+    assert words[7].word == "The"
+    assert words[7].seconds == pytest.approx(seconds(one) + starts_two[0], abs=0.1)
+
+
+def test_words_already_out_are_not_moved_by_a_seam_that_comes_later():
+    # No pause ends the first synthesis, so nothing tells its two seams apart but the guess.
+    # The second synthesis's first word goes out once its start settles at the boundary; a
+    # file boundary inside it that arrives later lies nearer the guess, and must not move the
+    # words that follow (they would be timed a second late: recorded after they were heard).
+    first, second = "Sure I can help with that one right now", "The total is due on Monday"
+    one, _ = speech(first, per_syllable=0.2)
+    two, starts_two = speech(second, per_syllable=0.2)
+    assert 0.5 < seconds(two) / seconds(one) < 0.7
+    clock = WordClock(RATE)
+    words = clock.text_sent(first + " ", flush=True)
+    words += clock.text_sent(second + " ", flush=True)
+    words += feed_files(clock, [*halves(one), *halves(two)])
+    truth = [seconds(one) + s for s in starts_two]
+    # Only the words the guard holds at the audio's end (the last two) wait for the turn's end.
+    assert len(words) - 9 >= len(truth) - 2, "words the audio covers go out as it arrives"
+    words += clock.finish()
+    assert [w.word for w in words[9:]] == second.split()
+    assert max(abs(w.seconds - t) for w, t in zip(words[9:], truth, strict=True)) < 0.3
