@@ -43,8 +43,10 @@ import numpy.typing as npt
 
 FRAME_S = 0.01
 """Resolution of the speech/silence analysis."""
-PRIOR_SECONDS_PER_SYLLABLE = 0.25
-"""Speaking rate assumed before any synthesis has been measured (about 150 words a minute)."""
+PRIOR_SECONDS_PER_SYLLABLE = 0.2
+"""Speaking rate assumed before any synthesis has been measured, in seconds per unit of
+:func:`speaking_weight`: about 170 English words a minute (espeak-ng's default, 174, measures
+0.19; the old 0.25 was 30 % slow and put every word of a long sentence late)."""
 PRIOR_WEIGHT = 12.0
 """How many syllables' worth of evidence the prior rate counts for against measured ones."""
 GUARD_S = 0.4
@@ -462,14 +464,23 @@ class WordClock:
             return None
         # Runs of silence: where each starts and ends, from the edges of the boolean series.
         edges = np.diff(np.concatenate(([0], silent.astype(np.int8), [0])))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        longest = int(np.argmax(ends - starts))
-        if (ends[longest] - starts[longest]) * FRAME_S < MIN_PAUSE_S:
+        runs = []
+        for a, b in zip(
+            (first + np.flatnonzero(edges == 1)).tolist(),
+            (first + np.flatnonzero(edges == -1)).tolist(),
+            strict=True,
+        ):
+            # A pause cut by the window's edge is measured to where it really starts or ends.
+            if a == first:
+                before = self._sound(max(0, a - round(1.0 / FRAME_S)), a)
+                a -= len(before) - 1 - int(np.flatnonzero(before)[-1]) if before.any() else 0
+            if b == first + len(silent):
+                after = self._sound(b, self._frames)
+                b += int(after.argmax()) if after.any() else len(after)
+            runs.append((a, b))
+        begin, end = max(runs, key=lambda run: run[1] - run[0])
+        if (end - begin) * FRAME_S < MIN_PAUSE_S:
             return None
-        begin, end = first + int(starts[longest]), first + int(ends[longest])
-        # A pause still going at the window's edge is measured to where it ends.
-        after = self._sound(end, self._frames)
-        end += int(after.argmax()) if after.any() else len(after)
         return (begin + end) / 2 * FRAME_S
 
     def _offset(self, end: float, start: float) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 from pipecat_telnyx_tts.word_timing import (
     GUARD_S,
+    PRIOR_SECONDS_PER_SYLLABLE,
     TimedWord,
     WordClock,
     pause_after,
@@ -21,7 +22,7 @@ RATE = 16000
 
 
 def speech(
-    text: str, *, per_syllable: float = 0.25, lead: float = 0.0
+    text: str, *, per_syllable: float = PRIOR_SECONDS_PER_SYLLABLE, lead: float = 0.0
 ) -> tuple[bytes, list[float]]:
     """A voiced burst per word, as long as its weight, silence at punctuation; and the start
     of every word. (The weight model itself is measured by the context benchmark against
@@ -61,7 +62,7 @@ def seconds(pcm: bytes) -> float:
 
 def test_a_marked_synthesis_times_its_words_from_its_own_audio():
     one, starts_one = speech("Sure, I can help with that today.", lead=0.15)
-    two, starts_two = speech("The total is forty dollars.", per_syllable=0.27, lead=0.1)
+    two, starts_two = speech("The total is forty dollars.", per_syllable=0.22, lead=0.1)
     clock = WordClock(RATE)
     words = clock.text_sent("Sure, I can help with that today. ", flush=True)
     words += clock.text_sent("The total is forty dollars. ", flush=True)
@@ -161,7 +162,7 @@ def test_an_unmarked_sentence_is_never_timed_before_it_starts(seed: int):
         "Your order ships on Monday, and it should arrive by Thursday.",
         "Is there anything else?",
     ]
-    rates = [rng.uniform(0.2, 0.3) for _ in texts]
+    rates = [rng.uniform(0.16, 0.24) for _ in texts]
     clips = [speech(t, per_syllable=r) for t, r in zip(texts, rates, strict=True)]
     clock = WordClock(RATE)
     words: list[TimedWord] = []
@@ -393,8 +394,8 @@ def test_a_synthesis_ending_where_the_audio_stood_when_the_next_text_went_out_st
     # text is sent. The voice is twice as fast as the prior rate, so a guess from the rate
     # lands far past the boundary; the short frame right where the audio stood is the boundary.
     first, second = "Sure, I can help with that today.", "The total is forty dollars."
-    one, _ = speech(first, per_syllable=0.12)
-    two, starts_two = speech(second, per_syllable=0.12)
+    one, _ = speech(first, per_syllable=0.1)
+    two, starts_two = speech(second, per_syllable=0.1)
     assert len(one) % STEP, "the first synthesis ends on a short frame"
     clock = WordClock(RATE)
     words = clock.text_sent(first + " ", flush=True)
@@ -411,8 +412,8 @@ def test_a_file_boundary_after_a_pause_is_preferred_to_one_inside_speech():
     # start lands near the file boundary inside it; the boundary after the first synthesis's
     # closing pause is the synthesis boundary.
     first, second = "Sure, I can help with that today.", "The total is forty two dollars now."
-    one, _ = speech(first, per_syllable=0.15)
-    two, starts_two = speech(second, per_syllable=0.15)
+    one, _ = speech(first, per_syllable=0.12)
+    two, starts_two = speech(second, per_syllable=0.12)
     clock = WordClock(RATE)
     words = clock.text_sent(first + " ", flush=True)
     words += clock.text_sent(second + " ", flush=True)
@@ -428,8 +429,8 @@ def test_words_already_out_are_not_moved_by_a_seam_that_comes_later():
     # file boundary inside it that arrives later lies nearer the guess, and must not move the
     # words that follow (they would be timed a second late: recorded after they were heard).
     first, second = "Sure I can help with that one right now", "The total is due on Monday"
-    one, _ = speech(first, per_syllable=0.2)
-    two, starts_two = speech(second, per_syllable=0.2)
+    one, _ = speech(first, per_syllable=0.16)
+    two, starts_two = speech(second, per_syllable=0.16)
     assert 0.5 < seconds(two) / seconds(one) < 0.7
     clock = WordClock(RATE)
     words = clock.text_sent(first + " ", flush=True)
