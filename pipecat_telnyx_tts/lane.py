@@ -19,6 +19,7 @@ from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.policy import Attempt, Failure
 from pipecat_telnyx_tts.protocol import (
     ClientMessage,
+    EndMessage,
     ProtocolError,
     ServerMessage,
     TextMessage,
@@ -106,6 +107,8 @@ class Lane:
         self.connect_deadline: float | None = None
         """When the bound turn must give up getting a socket (set at bind, kept on moves)."""
         self.last_heard = time.monotonic()
+        """When the server last sent a frame or was last asked for audio: its silence counts
+        from the later of the two."""
         self._poll = poll
         self.task: asyncio.Task[None] | None = None
         self._owner = owner
@@ -170,6 +173,9 @@ class Lane:
             self.abort(reason)
             raise SendFailed(reason) from None
         self.life.sent(time.monotonic())
+        if isinstance(message, EndMessage) or (isinstance(message, TextMessage) and message.flush):
+            # The server owes audio from now: its silence before this was the LLM's, not its.
+            self.last_heard = time.monotonic()
         if self.turn is not None:
             self.turn_on_wire = True
 

@@ -132,6 +132,28 @@ async def test_a_turn_whose_llm_thinks_longer_than_the_servers_idle_window_is_sp
         assert len(emu.connections) <= 3, upgrades(emu)
 
 
+async def test_a_sentence_the_llm_writes_longer_than_the_response_timeout_is_spoken(monkeypatch):
+    """The server's silence is counted from when it was asked for audio: a sentence that takes
+    the LLM longer than ``RESPONSE_TIMEOUT_S`` after the last one played is not a dead server."""
+    monkeypatch.setattr(TelnyxTTSService, "RESPONSE_TIMEOUT_S", 3.0)
+    # First audio takes longer than the lane's poll, so the wait for the second sentence's
+    # audio is seen as quiet.
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast(first_audio_delay=1.2)) as emu:
+        tts = make_tts(emu)
+        frames: list[Frame] = [
+            LLMFullResponseStartFrame(),
+            LLMTextFrame("The first sentence plays at once. "),
+            LLMTextFrame("The"),  # pipecat sends a sentence once the next one has begun
+            SleepFrame(4.5),
+            LLMTextFrame(" second one comes much later."),
+            LLMFullResponseEndFrame(),
+        ]
+        down, up = await run(tts, frames)
+        assert not errors(up), errors(up)
+        assert spoken(emu) == "The first sentence plays at once. The second one comes much later."
+        assert audio_seconds(down) > 3.0
+
+
 # ----------------------------------------------------------------------------- 4. configuration
 
 
