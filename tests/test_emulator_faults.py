@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 
 import pytest
@@ -29,6 +30,7 @@ from pipecat_telnyx_tts.protocol import (
     AudioMessage,
     ErrorMessage,
     FinalMessage,
+    ForceMessage,
     InitMessage,
     TextMessage,
 )
@@ -224,6 +226,24 @@ async def test_stall_ms_pauses_once_halfway_then_carries_on_at_the_same_pace() -
     after = synthesis.audio_seconds * (n - n // 2 - 1) / n / 8.0
     assert sends[-1] - sends[n // 2] >= 0.8 * after
     assert len(audio_of(messages)) > 0
+
+
+async def test_a_force_during_a_stall_ends_it_and_sends_nothing_more() -> None:
+    faults = Faults.fast(stall_ms=20_000)
+    async with (
+        TelnyxEmulator(signal="tone", faults=faults) as emu,
+        open_socket(emu, audio_format="linear16", sample_rate=16000) as ws,
+    ):
+        await speak(ws, LONG)
+        record = emu.connections[0]
+        synthesis = await emu.wait_for(lambda: record.syntheses and record.syntheses[0])
+        await emu.wait_for(lambda: synthesis.audio_seconds > 0)
+        half = math.ceil(synthesis.audio_seconds * 16000 / 4000) // 2
+        await emu.wait_for(lambda: synthesis.chunks_sent == half)
+        await send(ws, ForceMessage())
+        await emu.wait_for(lambda: synthesis.finished_at)
+        assert synthesis.forced and synthesis.chunks_sent == half
+        assert synthesis.finished_at - synthesis.started_at < 20
 
 
 async def test_stall_ms_delays_the_only_chunk_of_a_one_chunk_synthesis() -> None:

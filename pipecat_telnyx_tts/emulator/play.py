@@ -361,7 +361,6 @@ class Socket:
             if job.forced or self.closing:
                 return False
             if frame.audio and job.record.chunks_sent == stall_at:
-                stall_at = None
                 await self._sleep_until(time.perf_counter() + stall_ms / 1000)
                 base += stall_ms / 1000
                 if job.forced or self.closing:
