@@ -35,8 +35,14 @@ start is before the position. Recorded: the words of the assistant messages the 
 the end of the run. Both are compared as normalized words (lowercase, punctuation stripped).
 
 The run's dimensions are drawn in balanced rotation: lifecycle reading x text aggregation x audio
-format x delivery x LLM speed (32 combinations) per round, the same draw for both behaviours, so
-the two arms are paired. About one run in ten is not interrupted, to check the complete case.
+format x delivery x LLM speed x speech timing (160 combinations) per round, the same draw for
+both behaviours, so the two arms are paired. About one run in ten is not interrupted, to check
+the complete case. The speech timings are the ones a word-time estimate can get wrong: espeak-ng
+at its own rate, the tone signal (every character the same length), espeak-ng with each sentence
+at its own rate (``Faults.rate_jitter``), sentences of 40 words and more, and a server that
+stalls halfway through each synthesis (``Faults.stall_ms``). Each (lifecycle, emulator setting)
+pair has its own emulator process. ``benchmarks.accuracy`` judges every row of the word-timestamp
+behaviour against the targets.
 """
 
 from __future__ import annotations
