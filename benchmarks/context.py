@@ -903,8 +903,9 @@ def judge(
         "socket_found": bool(ours),
         "syntheses": len(syntheses),
     }
-    if not plan.interrupted and seen["played_s"]:
-        # Played audio against the timeline: the transport pads only the last chunk.
+    if not plan.interrupted and seen["played_s"] and not seen["errors"]:
+        # Played audio against the timeline: the transport pads only the last chunk. A failed
+        # turn stops playing what the emulator went on sending, so it checks nothing.
         seen["timeline_error_ms"] = round(1000 * (seen["played_s"] - tl.seconds), 1)
     return seen
 
@@ -1097,7 +1098,9 @@ async def run_context(
             )
             for lifecycle, emulator in keys
         }
-        queue = list(reversed(plans))
+        # Long replies first (pairs kept together): they take four times as long as the others,
+        # and started last they would leave most lanes idle at the end of the part.
+        queue = sorted(reversed(plans), key=lambda p: p.speech == "long")
         step = max(1, len(plans) // 10)
 
         async def lane() -> None:
