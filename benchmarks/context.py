@@ -35,8 +35,14 @@ start is before the position. Recorded: the words of the assistant messages the 
 the end of the run. Both are compared as normalized words (lowercase, punctuation stripped).
 
 The run's dimensions are drawn in balanced rotation: lifecycle reading x text aggregation x audio
-format x delivery x LLM speed (32 combinations) per round, the same draw for both behaviours, so
-the two arms are paired. About one run in ten is not interrupted, to check the complete case.
+format x delivery x LLM speed x speech timing (160 combinations) per round, the same draw for
+both behaviours, so the two arms are paired. About one run in ten is not interrupted, to check
+the complete case. The speech timings are the ones a word-time estimate can get wrong: espeak-ng
+at its own rate, the tone signal (every character the same length), espeak-ng with each sentence
+at its own rate (``Faults.rate_jitter``), sentences of 40 words and more, and a server that
+stalls halfway through each synthesis (``Faults.stall_ms``). Each (lifecycle, emulator setting)
+pair has its own emulator process. ``benchmarks.accuracy`` judges every row of the word-timestamp
+behaviour against the targets.
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -76,18 +83,20 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
+from benchmarks import accuracy
 from benchmarks.emulator_host import Connection, EmulatorProcess, Synthesis
 from benchmarks.pipeline import tokens
 from benchmarks.stats import percentiles
 from pipecat_telnyx_tts import TelnyxTTSService
 from pipecat_telnyx_tts.emulator import Faults, Lifecycle
 from pipecat_telnyx_tts.emulator.synth import (
-    CHARS_PER_SECOND,
     ESPEAK,
     OutputFormat,
     Signal,
     SynthesisRequest,
     file_cuts,
+    sentence_speed,
+    speech_seconds,
     split_sentences,
     spoken_text,
     synthesize_pcm,
@@ -99,12 +108,26 @@ VOICES = {"streamed": "Telnyx.NaturalHD.astra", "concatenated": "AWS.Polly.Neura
 FORMATS = {"pcm": "linear16", "mp3": "mp3"}
 AGGREGATIONS = {"sentence": TextAggregationMode.SENTENCE, "token": TextAggregationMode.TOKEN}
 LIFECYCLES = {"observed": Lifecycle.OBSERVED, "documented": Lifecycle.DOCUMENTED}
+SPEECH = ("espeak", "uniform", "varied", "long", "stalled")
+"""Speech timings: ``espeak`` espeak-ng's own rate; ``uniform`` the tone signal, every character
+the same length; ``varied`` espeak-ng with each sentence at its own rate
+(``ContextConfig.rate_jitter``); ``long`` espeak-ng speaking sentences of 40 words and more;
+``stalled`` espeak-ng from a server that stalls mid-synthesis (``ContextConfig.stall_ms``)."""
+EMULATOR_OF = {
+    "espeak": "espeak",
+    "uniform": "uniform",
+    "varied": "varied",
+    "long": "espeak",
+    "stalled": "stalled",
+}
+"""The emulator settings each speech timing needs (``long`` is a property of the text only)."""
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "lifecycle": tuple(LIFECYCLES),
     "aggregation": tuple(AGGREGATIONS),
     "audio": tuple(FORMATS),
     "delivery": tuple(VOICES),
     "llm": ("fast", "slow"),
+    "speech": SPEECH,
 }
 MP3_LEAD_SAMPLES = 576 + 529
 """LAME's encoder delay plus the MPEG decoder's delay: where a file's audio starts once decoded."""
@@ -137,11 +160,30 @@ class ContextConfig:
     device_buffer_ms: int = 200
     """How far ahead of playback the device takes audio, like a phone's jitter buffer: the
     transport's writes may run late by this much (event-loop lag) before playback starves."""
+    speech: tuple[str, ...] = SPEECH
+    """The speech timings drawn (``SPEECH``), in rotation with the other dimensions."""
+    rate_jitter: float = 0.25
+    """``varied``: each sentence spoken at 1 ± up to this of the voice's rate."""
+    stall_ms: int = 300
+    """``stalled``: the server sends nothing this long halfway through each synthesis."""
     seed: int = 7
-    run_timeout_s: float = 90.0
+    run_timeout_s: float = 150.0
+    """Long enough for two 45-word sentences from the slow LLM, played to the end."""
     keep_connections: int | None = None
-    """Emulator records kept per lifecycle (None: all). They are read once, after every run, so
+    """Emulator records kept per emulator (None: all). They are read once, after every run, so
     all must be kept: about 0.5 MB a reply, in the emulator's process."""
+
+    def dimensions(self) -> dict[str, tuple[str, ...]]:
+        """``DIMENSIONS`` with the speech timings this run draws."""
+        return DIMENSIONS | {"speech": self.speech}
+
+    def emulator_faults(self, emulator: str) -> Faults:
+        """The faults of the emulator that serves ``emulator`` (a value of ``EMULATOR_OF``)."""
+        if emulator == "varied":
+            return replace(self.faults, rate_jitter=self.rate_jitter)
+        if emulator == "stalled":
+            return replace(self.faults, stall_ms=self.stall_ms)
+        return self.faults
 
 
 # --------------------------------------------------------------------------- the service
@@ -173,6 +215,30 @@ _TEMPLATES = (
     "Thanks, {t} will email a receipt.",
     "Anything else, about {t}, today?",
 )
+_LONG_TEMPLATES = (
+    "Sure, I checked the {t} account, and the order you placed last Tuesday, the blue one with "
+    "the two extra cables, left our warehouse this morning, so it should reach you by Friday, "
+    "although the courier says that rural routes can take a day or two longer.",
+    "Before you go, please note that the {t} plan renews on the first of next month, that the "
+    "price stays the same for the whole first year, and that you can cancel at any time from "
+    "the settings page without paying a fee or calling us again.",
+    "If the technician, {t} from our northern team, cannot reach you on the phone number we "
+    "have on file, she will leave a note at the front desk, try again the following morning, "
+    "and then send you an email with a link to book a new visit.",
+    "Okay, so to recap what we agreed today, the {t} refund of forty dollars goes back to your "
+    "original card within five business days, the replacement ships free of charge, and you "
+    "can keep the old unit until the courier collects it next week.",
+    "Thanks for waiting, I spoke with the {t} billing department, and they confirmed that the "
+    "duplicate charge was a mistake on our side, that it has already been reversed, and that "
+    "your next statement will show the correction within three to five days.",
+    "Just so you know, the {t} gate code changes every month, so when the new one arrives by "
+    "text message, please share it with anyone who delivers to your home, including the "
+    "cleaning service, the dog walker, and the neighbors who collect your parcels.",
+)
+"""The ``long`` timing's sentences: 43 to 47 words each, clauses between commas, as an LLM
+explaining something writes them."""
+LONG_SENTENCES = 2
+"""Sentences in a ``long`` reply (about 35 s of speech)."""
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "do")
 
 
@@ -182,10 +248,12 @@ def tag(n: int) -> str:
     return "".join(_SYLLABLES[int(d)] for d in digits)
 
 
-def reply(sentence_numbers: Iterable[int], templates: Iterable[int]) -> str:
-    """A reply of whole sentences, each with its own unique name, so no synthesis repeats."""
+def reply(sentence_numbers: Iterable[int], templates: Iterable[int], long: bool = False) -> str:
+    """A reply of whole sentences, each with its own unique name, so no synthesis repeats;
+    ``long``: of the long sentences."""
+    source = _LONG_TEMPLATES if long else _TEMPLATES
     return " ".join(
-        _TEMPLATES[t].format(t=tag(n)) for n, t in zip(sentence_numbers, templates, strict=True)
+        source[t].format(t=tag(n)) for n, t in zip(sentence_numbers, templates, strict=True)
     )
 
 
@@ -210,6 +278,7 @@ class RunPlan:
     audio: str
     delivery: str
     llm: str
+    speech: str
     interrupted: bool
     fraction: float
     """Where the barge-in falls, as a share of the reply's estimated playback (wall clock)."""
@@ -220,26 +289,42 @@ class RunPlan:
 
 
 def plan_runs(config: ContextConfig, behaviours: tuple[str, ...]) -> list[RunPlan]:
-    """Balanced rotation: every round is the 32 combinations in a fresh order; each draw is used
-    by every behaviour (paired arms), behaviours interleaved so they share the machine's load."""
+    """Balanced rotation: a round is the 32 combinations of the other dimensions in a fresh
+    order, once per speech timing, the timings taking turns from one draw to the next (so every
+    combination meets every timing once a round, and a short run still sees every timing). Each
+    draw is used by every behaviour (paired arms), behaviours interleaved so they share the
+    machine's load."""
     rng = random.Random(config.seed)
-    combos = list(itertools.product(*DIMENSIONS.values()))
+    dimensions = config.dimensions()
+    speeches = dimensions.pop("speech")
+    combos = list(itertools.product(*dimensions.values()))
     draws: list[tuple[tuple[str, ...], bool, float, float, list[int]]] = []
     while len(draws) < config.runs_per_behaviour:
         order = combos[:]
         rng.shuffle(order)
-        for combo in order:
+        for turn, (i, combo) in itertools.product(range(len(speeches)), enumerate(order)):
             if len(draws) == config.runs_per_behaviour:
                 break
+            speech = speeches[(i + turn) % len(speeches)]
             interrupted = len(draws) % config.uninterrupted_every != 0
             low, high = config.fast_token_ms if combo[-1] == "fast" else config.slow_token_ms
-            templates = rng.sample(range(len(_TEMPLATES)), rng.choice((3, 4)))
+            if speech == "long":
+                templates = rng.sample(range(len(_LONG_TEMPLATES)), LONG_SENTENCES)
+            else:
+                templates = rng.sample(range(len(_TEMPLATES)), rng.choice((3, 4)))
             draws.append(
-                (combo, interrupted, rng.random(), rng.uniform(low, high) / 1000, templates)
+                (
+                    (*combo, speech),
+                    interrupted,
+                    rng.random(),
+                    rng.uniform(low, high) / 1000,
+                    templates,
+                )
             )
     plans: list[RunPlan] = []
     sentence = itertools.count()
     for draw, (combo, interrupted, fraction, token_s, templates) in enumerate(draws):
+        lifecycle, aggregation, audio, delivery, llm, speech = combo
         for behaviour in behaviours:
             numbers = [next(sentence) for _ in templates]
             plans.append(
@@ -247,11 +332,16 @@ def plan_runs(config: ContextConfig, behaviours: tuple[str, ...]) -> list[RunPla
                     len(plans),
                     draw,
                     behaviour,
-                    *combo,
+                    lifecycle,
+                    aggregation,
+                    audio,
+                    delivery,
+                    llm,
+                    speech,
                     interrupted=interrupted,
                     fraction=fraction,
                     token_s=token_s,
-                    text=reply(numbers, templates),
+                    text=reply(numbers, templates, long=speech == "long"),
                     tag=tag(numbers[0]),
                 )
             )
@@ -393,32 +483,43 @@ def timeline(
 class PlaybackEstimate:
     """When a reply's audio should start and end playing, to spread barge-ins over it.
 
-    Speech length per character is measured once on the templates with espeak-ng (the signal
-    the emulator uses when it has espeak-ng); the tone signal's is exact. The rest follows the
-    emulator: a synthesis starts when its text is complete and the one before has been sent, its
-    first audio comes ``first_audio_delay`` plus its first chunk (or file) at ``pace`` later.
+    Speech length per character is measured once with espeak-ng (the signal the emulator uses
+    when it has espeak-ng), on the short templates and on the long ones; the tone signal's is
+    exact, and a ``varied`` sentence's rate is the one the emulator draws for it
+    (``synth.sentence_speed``). The rest follows the emulator: a synthesis starts when its text
+    is complete and the one before has been sent; chunk ``k`` leaves ``first_audio_delay`` plus
+    its audio's end at ``pace`` after that start (``stall_ms`` later from the middle chunk on,
+    for ``stalled``), and the device plays each chunk once it is there and the one before has
+    played.
     """
 
-    def __init__(self, signal: str, faults: Faults, rate: int) -> None:
-        self._faults = faults
-        self._per_char = 1 / CHARS_PER_SECOND
-        self._tail = 0.15
-        if signal == "speech":
-            fmt = OutputFormat("linear16", rate)
-            chars = seconds = 0.0
-            for template in _TEMPLATES:
-                text = template.format(t=tag(1234))
-                pcm, _ = synthesize_pcm(SynthesisRequest(text, fmt, Signal.SPEECH))
-                chars += len(text)
-                seconds += len(pcm) / rate
-            self._per_char, self._tail = seconds / chars, 0.0
+    def __init__(self, signal: str, config: ContextConfig) -> None:
+        self._config = config
+        self._speech = signal == "speech"
+        self._per_char: dict[bool, float] = {}
+        if self._speech:
+            fmt = OutputFormat("linear16", config.sample_rate)
+            for long, templates in ((False, _TEMPLATES), (True, _LONG_TEMPLATES)):
+                chars = seconds = 0.0
+                for template in templates:
+                    text = template.format(t=tag(1234))
+                    pcm, _ = synthesize_pcm(SynthesisRequest(text, fmt, Signal.SPEECH))
+                    chars += len(text)
+                    seconds += len(pcm) / config.sample_rate
+                self._per_char[long] = seconds / chars
 
-    def sentence_seconds(self, sentence: str) -> float:
-        return len(sentence) * self._per_char + self._tail
+    def sentence_seconds(self, sentence: str, speech: str) -> float:
+        """How long ``sentence`` plays under the ``speech`` timing."""
+        config = self._config
+        jitter = config.rate_jitter if speech == "varied" else 0.0
+        speed = sentence_speed(1.0, sentence, jitter, config.seed)
+        if speech == "uniform" or not self._speech:
+            return speech_seconds(sentence, speed)
+        return len(sentence) * self._per_char[speech == "long"] / speed
 
     def playback(self, plan: RunPlan) -> tuple[float, float]:
         """(first audio, end of playback) in seconds after the reply was sent."""
-        f = self._faults
+        f = self._config.emulator_faults(EMULATOR_OF[plan.speech])
         pace = f.pace or math.inf
         sentences = split_sentences(plan.text)
         token_count = 0
@@ -430,17 +531,23 @@ class PlaybackEstimate:
             ready = token_count * plan.token_s
             if plan.aggregation == "sentence" and j < len(sentences) - 1:
                 ready += plan.token_s  # the sentence ends when the next token shows it
-            seconds = self.sentence_seconds(sentence)
-            start = max(ready, server_free)
+            seconds = self.sentence_seconds(sentence, plan.speech)
             if plan.delivery == "concatenated":
-                first_chunk = seconds / max(1, f.mp3_files if plan.audio == "mp3" else 1)
+                parts = f.mp3_files if plan.audio == "mp3" else 1
+                ends = [seconds * (k + 1) / parts for k in range(parts)]
             else:
-                first_chunk = min(f.chunk_ms / 1000, seconds)
-            available = start + f.first_audio_delay + first_chunk / pace
-            server_free = start + f.first_audio_delay + seconds / pace
-            if first is None:
-                first = end = available
-            end = max(end, available) + seconds
+                step = f.chunk_ms / 1000
+                ends = [min(seconds, step * (k + 1)) for k in range(math.ceil(seconds / step))]
+            start = max(ready, server_free) + f.first_audio_delay
+            stall_at = len(ends) // 2 if f.stall_ms > 0 else len(ends)
+            played = 0.0
+            for k, chunk_end in enumerate(ends):
+                arrives = start + chunk_end / pace + (f.stall_ms / 1000 if k >= stall_at else 0.0)
+                if first is None:
+                    first = end = arrives
+                end = max(end, arrives) + chunk_end - played
+                played = chunk_end
+            server_free = start + seconds / pace + (f.stall_ms / 1000 if f.stall_ms > 0 else 0.0)
         return first or 0.0, end
 
 
@@ -733,6 +840,7 @@ def observe(
         "audio": plan.audio,
         "delivery": plan.delivery,
         "llm": plan.llm,
+        "speech": plan.speech,
         "token_ms": round(1000 * plan.token_s, 1),
         "interrupted": plan.interrupted,
         "fraction": round(plan.fraction, 3),
@@ -795,8 +903,9 @@ def judge(
         "socket_found": bool(ours),
         "syntheses": len(syntheses),
     }
-    if not plan.interrupted and seen["played_s"]:
-        # Played audio against the timeline: the transport pads only the last chunk.
+    if not plan.interrupted and seen["played_s"] and not seen["errors"]:
+        # Played audio against the timeline: the transport pads only the last chunk. A failed
+        # turn stops playing what the emulator went on sending, so it checks nothing.
         seen["timeline_error_ms"] = round(1000 * (seen["played_s"] - tl.seconds), 1)
     return seen
 
@@ -843,12 +952,16 @@ def mark_valid(runs: list[dict[str, Any]]) -> None:
         r["valid"] = r["draw"] not in starved_draws
 
 
-def summarize(runs: list[dict[str, Any]], behaviours: Iterable[str]) -> list[dict[str, Any]]:
+def summarize(
+    runs: list[dict[str, Any]],
+    behaviours: Iterable[str],
+    dimensions: dict[str, tuple[str, ...]] = DIMENSIONS,
+) -> list[dict[str, Any]]:
     """One row per behaviour and slice (all runs, then each value of each dimension), over the
     valid runs; ``excluded`` counts the others."""
     rows = []
     slices: list[tuple[str, str]] = [("all", "all")]
-    slices += [(d, v) for d, values in DIMENSIONS.items() for v in values]
+    slices += [(d, v) for d, values in dimensions.items() for v in values]
     for behaviour in behaviours:
         for dimension, value in slices:
             every = [
@@ -924,6 +1037,16 @@ def _diagnostics(runs: list[dict[str, Any]], behaviours: Iterable[str]) -> dict[
             "ground_truth_misaligned": sum(not r["ground_truth_aligned"] for r in mine),
             "approximate_timelines": sum(r["approximate_timeline"] for r in mine),
             "socket_not_found": sum(not r["socket_found"] for r in mine),
+            "ground_truth_by_speech": {
+                speech: {
+                    "misaligned": sum(not r["ground_truth_aligned"] for r in group),
+                    "timeline_error_ms": percentiles(
+                        r["timeline_error_ms"] for r in group if "timeline_error_ms" in r
+                    ),
+                }
+                for speech in sorted({r["speech"] for r in mine})
+                for group in [[r for r in mine if r["speech"] == speech]]
+            },
         }
     return out
 
@@ -953,32 +1076,37 @@ async def run_context(
     """Run every planned reply, ``config.concurrency`` pipelines at once."""
     behaviours = tuple(b for b in config.behaviours if b in BEHAVIOURS)
     # Speech (espeak-ng) gives realistic word timings; the emulator records the word places of
-    # either signal.
+    # either signal. The ``uniform`` timing is the tone signal whatever is installed.
     signal = "speech" if ESPEAK.available() else "tone"
-    estimate = await asyncio.to_thread(PlaybackEstimate, signal, config.faults, config.sample_rate)
+    estimate = await asyncio.to_thread(PlaybackEstimate, signal, config)
     plans = plan_runs(config, behaviours)
     seen: dict[int, dict[str, Any]] = {}
     lags: list[float] = []
     started = time.perf_counter()
-    emulators = {
-        name: _Emulator(
-            lifecycle=lifecycle,
-            signal=signal,
-            faults=config.faults,
-            keep_connections=config.keep_connections,
-            seed=config.seed,
-        )
-        for name, lifecycle in LIFECYCLES.items()
-    }
-    async with emulators["observed"] as observed, emulators["documented"] as documented:
-        hosts = {"observed": observed, "documented": documented}
-        queue = list(reversed(plans))
+    # One emulator process per lifecycle and per emulator setting the drawn timings need.
+    keys = sorted({(p.lifecycle, EMULATOR_OF[p.speech]) for p in plans})
+    async with AsyncExitStack() as stack:
+        hosts = {
+            (lifecycle, emulator): await stack.enter_async_context(
+                _Emulator(
+                    lifecycle=LIFECYCLES[lifecycle],
+                    signal="tone" if emulator == "uniform" else signal,
+                    faults=config.emulator_faults(emulator),
+                    keep_connections=config.keep_connections,
+                    seed=config.seed,
+                )
+            )
+            for lifecycle, emulator in keys
+        }
+        # Long replies first (pairs kept together): they take four times as long as the others,
+        # and started last they would leave most lanes idle at the end of the part.
+        queue = sorted(reversed(plans), key=lambda p: p.speech == "long")
         step = max(1, len(plans) // 10)
 
         async def lane() -> None:
             while queue:
                 plan = queue.pop()
-                url = hosts[plan.lifecycle].url
+                url = hosts[plan.lifecycle, EMULATOR_OF[plan.speech]].url
                 trace, messages, after_end = await run_pipeline(plan, url, config, estimate)
                 seen[plan.number] = observe(plan, trace, messages, after_end, config)
                 if len(seen) % step == 0 or len(seen) == len(plans):
@@ -1001,10 +1129,13 @@ async def run_context(
             lag.cancel()
         # Read once, after every run: reading them during the runs parses them all in the event
         # loop that plays every pipeline's audio.
-        records = {name: await host.connections() for name, host in hosts.items()}
-    runs = [judge(p, seen[p.number], records[p.lifecycle], config) for p in plans]
+        records = {key: await host.connections() for key, host in hosts.items()}
+    runs = [
+        judge(p, seen[p.number], records[p.lifecycle, EMULATOR_OF[p.speech]], config) for p in plans
+    ]
     mark_valid(runs)
     sources = sorted({r["words_source"] for r in runs if r["words_source"]})
+    summary = summarize(runs, behaviours, config.dimensions())
     return {
         "config": asdict(config),
         "behaviours": list(behaviours),
@@ -1014,7 +1145,8 @@ async def run_context(
         "duration_s": round(time.perf_counter() - started, 1),
         "loop_lag_ms": percentiles(lags),
         "starved_limit_ms": STARVED_LIMIT_MS,
-        "summary": summarize(runs, behaviours),
+        "summary": summary,
+        "verdicts": accuracy.verdicts(summary),
         "diagnostics": _diagnostics(runs, behaviours),
         "errors": sorted({e for r in runs for e in r["errors"]}),
         "runs": runs,

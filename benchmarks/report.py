@@ -9,7 +9,7 @@ from typing import Any
 
 import matplotlib
 
-from benchmarks import connection_cost
+from benchmarks import accuracy, connection_cost
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -169,6 +169,26 @@ def _context_targets(context: dict[str, Any]) -> list[Target]:
             clean and exact == 100,
             " %",
         ),
+        *_context_row_targets(context),
+    ]
+
+
+def _context_row_targets(context: dict[str, Any]) -> list[Target]:
+    """The per-row accuracy targets, as one target: rows that miss them. Results written before
+    the rows were judged (no ``verdicts``) keep the targets they had."""
+    if "verdicts" not in context:
+        return []
+    judged = context["verdicts"]
+    missed = sum(not v["passed"] for v in judged)
+    return [
+        Target(
+            "Context after a barge-in, word timestamps: rows (all, each value of each dimension) "
+            f"missing p95 <= {accuracy.ABS_DIFF_P95}, max <= {accuracy.ABS_DIFF_MAX}, "
+            "0 % unstarted, 100 % exact",
+            missed,
+            f"0 of {len(judged)}",
+            missed == 0,
+        )
     ]
 
 
@@ -313,7 +333,7 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:g} %"
 
 
-def _context_md(context: dict[str, Any]) -> list[str]:
+def _context_md(context: dict[str, Any], command: str | None = None) -> list[str]:
     config = context["config"]
     faults = config["faults"]
     names = {"old": "old (sentence text frames)", "new": "new (word timestamps)"}
@@ -371,6 +391,55 @@ def _context_md(context: dict[str, Any]) -> list[str]:
             f"{_words(d['all_runs_abs_diff'], ('p50', 'p95'))}, recorded a sentence not yet "
             f"playing {_share(d['all_runs_unstarted_pct'])})."
         )
+    if "verdicts" in context:
+        lines += _context_verdicts_md(context, command)
+    return lines
+
+
+def _context_verdicts_md(context: dict[str, Any], command: str | None) -> list[str]:
+    """The accuracy targets judged on every row of the word-timestamp behaviour."""
+    rows = {
+        (r["dimension"], r["value"]): r
+        for r in context["summary"]
+        if r["behaviour"] == accuracy.BEHAVIOUR
+    }
+    ran = f"`.venv/bin/{command}`" if command else "this run"
+    lines = [
+        "",
+        f"**Accuracy targets per row, word timestamps** ({ran}): abs diff p95 <= "
+        f"{accuracy.ABS_DIFF_P95} and max <= {accuracy.ABS_DIFF_MAX} words, no barge-in "
+        "recording a sentence not yet playing, every uninterrupted reply exact:",
+        "",
+        "| row | barge-ins | under p50 / p95 / max | over p50 / p95 / max "
+        "| abs diff p50 / p95 / max | unstarted | exact | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in context["verdicts"]:
+        row = rows[v["dimension"], v["value"]]
+        label = "all" if v["dimension"] == "all" else f"{v['dimension']} {v['value']}"
+        exact = (
+            f"{_share(row['exact_pct'])} of {row['uninterrupted']}" if row["uninterrupted"] else "-"
+        )
+        result = "PASS" if v["passed"] else f"MISS ({'; '.join(v['missed'])})"
+        lines.append(
+            f"| {label} | {row['barge_ins']} "
+            f"| {_words(row['under'], ('p50', 'p95', 'max'))} "
+            f"| {_words(row['over'], ('p50', 'p95', 'max'))} "
+            f"| {_words(row['abs_diff'], ('p50', 'p95', 'max'))} "
+            f"| {_share(row['unstarted_pct'])} | {exact} | {result} |"
+        )
+    truth = context["diagnostics"].get(accuracy.BEHAVIOUR, {}).get("ground_truth_by_speech", {})
+    if truth:
+        lines += [
+            "",
+            "Ground truth per speech timing (word timestamps): "
+            + "; ".join(
+                f"{speech}: misaligned {t['misaligned']}, played audio minus timeline p50 / max "
+                f"{_words(t['timeline_error_ms'], ('p50', 'max'))} ms"
+                for speech, t in truth.items()
+            )
+            + ".",
+        ]
     return lines
 
 
@@ -392,7 +461,7 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
     if "cpu" in results:
         lines += _cpu_md(results["cpu"])
     if "context" in results:
-        lines += _context_md(results["context"])
+        lines += _context_md(results["context"], meta["command"])
     if "cost" in results:
         lines += [
             "",

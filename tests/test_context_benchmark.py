@@ -12,9 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from benchmarks import accuracy, report
 from benchmarks.context import (
     DIMENSIONS,
+    SPEECH,
     ContextConfig,
+    PlaybackEstimate,
     decoded_layout,
     mp3_decoded_samples,
     plan_runs,
@@ -24,7 +27,14 @@ from benchmarks.context import (
 )
 from benchmarks.run import TINY
 from pipecat_telnyx_tts.audio import AudioDecoder
-from pipecat_telnyx_tts.emulator.synth import encode_mp3
+from pipecat_telnyx_tts.emulator import Signal
+from pipecat_telnyx_tts.emulator.synth import (
+    OutputFormat,
+    SynthesisRequest,
+    encode_mp3,
+    split_sentences,
+    synthesize_pcm,
+)
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100])
@@ -89,14 +99,24 @@ def test_heard_counts_the_words_started_before_the_position() -> None:
 
 
 def test_plan_is_balanced_paired_unique_and_mostly_interrupted() -> None:
-    config = ContextConfig(runs_per_behaviour=64)
+    config = ContextConfig(runs_per_behaviour=320)
     plans = plan_runs(config, ("old", "new"))
     old, new = plans[0::2], plans[1::2]
-    assert [p.behaviour for p in old] == ["old"] * 64 and [p.behaviour for p in new] == ["new"] * 64
-    key = lambda p: (p.lifecycle, p.aggregation, p.audio, p.delivery, p.llm)  # noqa: E731
-    # Two full rounds: every combination twice per behaviour, and the arms share every draw.
+    assert [p.behaviour for p in old] == ["old"] * 320
+    assert [p.behaviour for p in new] == ["new"] * 320
+    base = lambda p: (p.lifecycle, p.aggregation, p.audio, p.delivery, p.llm)  # noqa: E731
+    key = lambda p: (*base(p), p.speech)  # noqa: E731
+    # Two full rounds: every combination, speech timing included, twice per behaviour, and the
+    # arms share every draw.
     assert set(Counter(key(p) for p in old).values()) == {2}
     assert len(Counter(key(p) for p in old)) == len(list(itertools.product(*DIMENSIONS.values())))
+    # Within a round, each pass over the other dimensions is every combination once, and the
+    # timings take turns from draw to draw: five draws in a row of a pass hold all five.
+    for start in range(0, 320, 32):
+        passing = old[start : start + 32]
+        assert set(Counter(base(p) for p in passing).values()) == {1}
+        for i in range(0, 30, 5):
+            assert {p.speech for p in passing[i : i + 5]} == set(SPEECH)
     for a, b in zip(old, new, strict=True):
         assert (key(a), a.interrupted, a.fraction, a.token_s) == (
             key(b),
@@ -105,14 +125,50 @@ def test_plan_is_balanced_paired_unique_and_mostly_interrupted() -> None:
             b.token_s,
         )
         assert len(words(a.text)) == len(words(b.text))
-    sentences = [s for p in plans for s in p.text.split(". ")]
+    sentences = [s for p in plans for s in split_sentences(p.text)]
     assert len(sentences) == len(set(sentences))
     assert len({p.tag for p in plans}) == len(plans)
-    assert sum(not p.interrupted for p in old) == 7
+    assert sum(not p.interrupted for p in old) == 32
+    for speech in SPEECH:
+        mine = [p for p in old if p.speech == speech]
+        assert sum(p.interrupted for p in mine) >= 50, speech
     for p in old:
         low, high = config.fast_token_ms if p.llm == "fast" else config.slow_token_ms
         assert low / 1000 <= p.token_s <= high / 1000
-        assert 3 <= p.text.count(".") + p.text.count("?") <= 4
+        count = len(split_sentences(p.text))
+        if p.speech == "long":
+            assert count == 2 and all(len(words(s)) >= 40 for s in split_sentences(p.text))
+            assert "," in p.text
+        else:
+            assert 3 <= count <= 4
+        assert p.tag in words(split_sentences(p.text)[0])
+
+
+def test_the_estimate_of_playback_follows_each_timing_of_the_tone_signal() -> None:
+    # The barge-ins are spread over the estimated playback: for the tone signal (the uniform
+    # timing, and every timing without espeak-ng) it is the emulator's own length, sentence by
+    # sentence, at each sentence's drawn rate.
+    config = ContextConfig()
+    estimate = PlaybackEstimate("tone", config)
+    fmt = OutputFormat("linear16", config.sample_rate)
+    plan = next(p for p in plan_runs(config, ("new",)) if p.speech == "espeak")
+    for speech in ("uniform", "varied"):
+        jitter = config.rate_jitter if speech == "varied" else 0.0
+        for sentence in split_sentences(plan.text):
+            request = SynthesisRequest(
+                sentence, fmt, Signal.TONE, rate_jitter=jitter, jitter_seed=config.seed
+            )
+            pcm, _ = synthesize_pcm(request)
+            assert estimate.sentence_seconds(sentence, speech) == pytest.approx(
+                len(pcm) / config.sample_rate, abs=1 / config.sample_rate
+            )
+    # A stall before the only chunk (PCM, concatenated) delays the first audio and the end; a
+    # stall mid-stream delays the end only if playback catches up with it.
+    one = replace(plan, speech="espeak", delivery="concatenated", audio="pcm", token_s=0.0)
+    first, end = estimate.playback(one)
+    stalled_first, stalled_end = estimate.playback(replace(one, speech="stalled"))
+    assert stalled_first == pytest.approx(first + config.stall_ms / 1000)
+    assert stalled_end >= end + config.stall_ms / 1000 - 1e-9
 
 
 MIN_VALID_BARGE_INS = 6
@@ -128,7 +184,9 @@ async def test_word_timestamps_record_only_what_was_heard() -> None:
     runs: list[dict] = []
     valid: list[dict] = []
     for batch in range(MAX_BATCHES):
-        config = replace(TINY.context, behaviours=("new",), seed=TINY.context.seed + batch)
+        config = replace(
+            TINY.context, behaviours=("new",), seed=TINY.context.seed + batch, speech=("espeak",)
+        )
         results = await run_context(config, progress=lambda _: None)
         assert len(results["runs"]) == config.runs_per_behaviour
         assert not results["errors"]
@@ -150,3 +208,86 @@ async def test_word_timestamps_record_only_what_was_heard() -> None:
         assert r["exact"], r["recorded_text"]
         # Word-level text frames: a fallback to one frame per sentence fails here.
         assert r["text_frames_at_device"] > r["sentences"]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _row(p95: float | None, most: float | None, unstarted: float | None, exact: float | None):
+    return {
+        "behaviour": "new",
+        "dimension": "speech",
+        "value": "varied",
+        "barge_ins": 0 if p95 is None else 60,
+        "abs_diff": {"p95": p95, "max": most},
+        "unstarted_pct": unstarted,
+        "uninterrupted": 0 if exact is None else 6,
+        "exact_pct": exact,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "passed", "missed"),
+    [
+        (_row(1, 2, 0.0, 100.0), True, []),
+        (_row(1, 2, 0.0, None), True, []),
+        (_row(1.05, 2, 0.0, 100.0), False, ["abs diff p95 <= 1"]),
+        (_row(1, 3, 0.0, 100.0), False, ["abs diff max <= 2"]),
+        (_row(0, 0, 1.7, 100.0), False, ["unstarted sentence recorded 0 %"]),
+        (_row(0, 0, 0.0, 83.3), False, ["uninterrupted exact 100 %"]),
+        (_row(None, None, None, None), False, ["no barge-ins to judge"]),
+    ],
+)
+def test_a_row_passes_only_when_it_meets_every_target(row, passed, missed) -> None:
+    judged = accuracy.verdict(row)
+    assert (judged["passed"], judged["missed"]) == (passed, missed)
+    assert (judged["dimension"], judged["value"]) == ("speech", "varied")
+
+
+def test_only_the_word_timestamp_rows_are_judged() -> None:
+    rows = [_row(0, 0, 0.0, 100.0) | {"behaviour": b} for b in ("old", "new", "old")]
+    assert len(accuracy.verdicts(rows)) == 1
+
+
+async def test_every_speech_timing_runs_with_an_exact_ground_truth() -> None:
+    # Ten replies, two per timing (one barged in, one played to the end), each from the emulator
+    # its timing needs. What must hold at any speed: every run found its socket, the emulator's
+    # words are the reply's, the audio played to the end is the timeline's length (within the
+    # device's last, padded chunk) and the context recorded it exactly. Then the report judges
+    # every row.
+    config = ContextConfig(
+        runs_per_behaviour=10,
+        concurrency=10,
+        behaviours=("new",),
+        uninterrupted_every=2,
+        slow_token_ms=(40.0, 60.0),
+    )
+    results = await run_context(config, progress=lambda _: None)
+    runs = results["runs"]
+    assert not results["errors"]
+    assert Counter((r["speech"], r["interrupted"]) for r in runs) == {
+        (speech, interrupted): 1 for speech in SPEECH for interrupted in (True, False)
+    }
+    assert all(r["socket_found"] and r["ground_truth_aligned"] for r in runs)
+    by_speech = {r["speech"]: r for r in runs if not r["interrupted"]}
+    for speech, r in by_speech.items():
+        assert r["exact"], (speech, r["recorded_text"])
+        assert 0 <= r["timeline_error_ms"] < config.device_chunk_ms, speech
+    assert by_speech["long"]["words"] >= 80
+    assert {r["words_source"] for r in runs if r["speech"] == "uniform"} == {"signal"}
+    truth = results["diagnostics"]["new"]["ground_truth_by_speech"]
+    assert set(truth) == set(SPEECH)
+    assert all(t["misaligned"] == 0 for t in truth.values())
+    # The verdicts: one per row, all, then each value of each dimension, speech included.
+    judged = results["verdicts"]
+    assert [(v["dimension"], v["value"]) for v in judged] == [("all", "all")] + [
+        (d, v) for d, values in DIMENSIONS.items() for v in values
+    ]
+    table = "\n".join(report._context_md(results, "python -m benchmarks.run --only context"))
+    assert "`.venv/bin/python -m benchmarks.run --only context`" in table
+    for v in judged:
+        label = "all" if v["dimension"] == "all" else f"{v['dimension']} {v['value']}"
+        line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+        assert line.endswith("| PASS |") == v["passed"], line
+    (target,) = report._context_row_targets(results)
+    assert target.measured == sum(not v["passed"] for v in judged)

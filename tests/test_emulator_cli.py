@@ -92,7 +92,7 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
             "--rate-window", "2", "--inactivity-timeout-cap", "30",
             "--ignore-inactivity-query", "--invalid-voice", "Telnyx.NaturalHD.orion",
             "--idle-frame", '{"status": "ok"}', "--idle-frame-after", "0.1",
-            "--idle-frame-every", "2",
+            "--idle-frame-every", "2", "--rate-jitter", "0.25", "--stall-ms", "300",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
@@ -128,6 +128,8 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
         idle_frame='{"status": "ok"}',
         idle_frame_after=0.1,
         idle_frame_every=2.0,
+        rate_jitter=0.25,
+        stall_ms=300,
     )
     assert faults_from_args(ns) == expected
     untouched = [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 
 import pytest
@@ -28,6 +30,7 @@ from pipecat_telnyx_tts.protocol import (
     AudioMessage,
     ErrorMessage,
     FinalMessage,
+    ForceMessage,
     InitMessage,
     TextMessage,
 )
@@ -195,6 +198,70 @@ async def test_stall_after_chunks_goes_silent_but_answers_the_clients_close() ->
             sum(isinstance(f.message, AudioMessage) and bool(f.message.audio) for f in record.sent)
             == 2
         )
+
+
+def audio_sends(record) -> list[float]:
+    """When each audio chunk of a connection left the emulator."""
+    return [f.t for f in record.sent if isinstance(f.message, AudioMessage) and f.message.audio]
+
+
+async def test_stall_ms_pauses_once_halfway_then_carries_on_at_the_same_pace() -> None:
+    # Paced at 8x: 48 chunks of 250 ms leave over 1.5 s; the stall adds 0.6 s halfway, and the
+    # chunks after it keep their pace rather than catching up.
+    faults = Faults.fast(pace=8.0, stall_ms=600)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu, open_socket(emu) as ws:
+        await speak(ws, LONG)
+        messages = await receive_all(ws)
+    record = emu.connections[0]
+    (synthesis,) = record.syntheses
+    sends = audio_sends(record)
+    n = synthesis.chunks_sent
+    assert len(sends) == n >= 40 and not synthesis.forced
+    assert any(isinstance(m, FinalMessage) for m in messages), "the synthesis completes"
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    # The one long gap is before chunk n // 2 (the gap list's index n // 2 - 1).
+    assert max(range(len(gaps)), key=gaps.__getitem__) == n // 2 - 1
+    assert gaps[n // 2 - 1] >= 0.6
+    # The chunks after the stall still come at 8x: they span what their audio allows at that pace.
+    after = synthesis.audio_seconds * (n - n // 2 - 1) / n / 8.0
+    assert sends[-1] - sends[n // 2] >= 0.8 * after
+    assert len(audio_of(messages)) > 0
+
+
+async def test_a_force_during_a_stall_ends_it_and_sends_nothing_more() -> None:
+    faults = Faults.fast(stall_ms=20_000)
+    async with (
+        TelnyxEmulator(signal="tone", faults=faults) as emu,
+        open_socket(emu, audio_format="linear16", sample_rate=16000) as ws,
+    ):
+        await speak(ws, LONG)
+        record = emu.connections[0]
+        synthesis = await emu.wait_for(lambda: record.syntheses and record.syntheses[0])
+        await emu.wait_for(lambda: synthesis.audio_seconds > 0)
+        half = math.ceil(synthesis.audio_seconds * 16000 / 4000) // 2
+        await emu.wait_for(lambda: synthesis.chunks_sent == half)
+        await send(ws, ForceMessage())
+        await emu.wait_for(lambda: synthesis.finished_at)
+        assert synthesis.forced and synthesis.chunks_sent == half
+        assert synthesis.finished_at - synthesis.started_at < 20
+
+
+async def test_stall_ms_delays_the_only_chunk_of_a_one_chunk_synthesis() -> None:
+    # Concatenated delivery sends a synthesis as one frame: halfway through one chunk is before
+    # it, so its first audio comes that much later.
+    faults = Faults.fast(stall_ms=500)
+    async with (
+        TelnyxEmulator(signal="tone", faults=faults) as emu,
+        open_socket(emu, "aws.Polly.Generative.Lucia") as ws,
+    ):
+        start = time.perf_counter()
+        await speak(ws, "Delayed once.")
+        messages = await receive_all(ws)
+        record = emu.connections[0]
+    (first,) = audio_sends(record)
+    assert first - start >= 0.5
+    assert len(audio_frames(messages)) == 1
+    assert audio_frames(messages)[0].time_to_first_audio_ms >= 500
 
 
 @pytest.mark.parametrize("fault", ["close_after_chunks", "stall_after_chunks"])

@@ -7,11 +7,12 @@ import itertools
 
 import numpy as np
 import pytest
-from test_emulator_support import open_socket, receive_all, speak
+from test_emulator_support import VOICE, open_socket, receive_all, speak
 
 from benchmarks.emulator_host import EmulatorProcess
 from pipecat_telnyx_tts.audio import AudioDecoder
 from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
+from pipecat_telnyx_tts.emulator.catalogue import language_of
 from pipecat_telnyx_tts.emulator.records import WordSpan
 from pipecat_telnyx_tts.emulator.synth import (
     CHARS_PER_SECOND,
@@ -23,7 +24,9 @@ from pipecat_telnyx_tts.emulator.synth import (
     OutputFormat,
     SynthesisRequest,
     render,
+    sentence_speed,
     speech_seconds,
+    split_sentences,
     spoken_text,
     synthesize_audio,
 )
@@ -250,3 +253,62 @@ async def test_word_places_agree_with_the_decoded_mp3_across_file_seams(untagged
         since = max(0, round((word.start - 0.2) * rate))
         onset = since / rate + loud_from(pcm[since:], rate)
         assert abs(onset - word.start) <= tolerance, (word, onset)
+
+
+# --------------------------------------------------------------------------- rate jitter
+
+JITTERED = "Sure, the order ships Monday. The courier calls first. If nobody answers, it waits."
+
+
+@pytest.mark.parametrize("signal", ["tone", pytest.param("speech", marks=needs_espeak)])
+async def test_rate_jitter_speaks_each_sentence_at_its_own_rate_and_the_words_follow(
+    signal: str,
+) -> None:
+    # The record must be each sentence rendered alone at its drawn speed, placed end to end:
+    # word places, audio length and all, so that a benchmark's ground truth follows the rate.
+    seed = 11
+    faults = Faults.fast(rate_jitter=0.25)
+    async with TelnyxEmulator(signal=signal, faults=faults, seed=seed) as emu:
+        async with open_socket(emu, audio_format="linear16", sample_rate=16000) as ws:
+            await speak(ws, JITTERED)
+            await receive_all(ws)
+        (synthesis,) = emu.connections[0].syntheses
+    sentences = split_sentences(JITTERED)
+    speeds = [sentence_speed(1.0, s, 0.25, seed) for s in sentences]
+    assert all(0.75 <= v <= 1.25 for v in speeds)
+    assert len({round(v, 3) for v in speeds}) == 3 and all(abs(v - 1) > 0.01 for v in speeds)
+    # A different seed draws different rates: the draw is the seed's and the text's.
+    assert sentence_speed(1.0, sentences[0], 0.25, seed + 1) != speeds[0]
+    lead = SPEECH_LEAD_SECONDS if signal == "speech" else 0.0
+    language = language_of(VOICE)
+    expected, offset = [], lead
+    for sentence, speed in zip(sentences, speeds, strict=True):
+        alone = synthesize_audio(
+            SynthesisRequest(sentence, PCM_16K, Signal(signal), speed=speed, language=language)
+        )
+        pcm = len(alone.pcm) / 16000 - (SPEECH_LEAD_SECONDS + SPEECH_TAIL_SECONDS if lead else 0)
+        expected += [(w.word, w.start - lead + offset, w.end - lead + offset) for w in alone.words]
+        offset += pcm
+    # espeak-ng's output varies by a few samples from one call to the next.
+    tolerance = 0.005 if signal == "speech" else 1e-9
+    assert [w.word for w in synthesis.words] == [word for word, _, _ in expected]
+    for w, (_, start, end) in zip(synthesis.words, expected, strict=True):
+        assert (w.start, w.end) == (
+            pytest.approx(start, abs=tolerance),
+            pytest.approx(end, abs=tolerance),
+        )
+    tail = SPEECH_TAIL_SECONDS if signal == "speech" else 0.0
+    assert synthesis.audio_seconds == pytest.approx(offset + tail, abs=tolerance + 1 / 16000)
+    if signal == "tone":
+        # Tone: every character lasts 1 / (CHARS_PER_SECOND * speed) in its sentence.
+        first = synthesis.words[0]
+        assert first.end - first.start == pytest.approx(len("Sure,") / CHARS_PER_SECOND / speeds[0])
+
+
+def test_rate_jitter_zero_keeps_the_voice_speed() -> None:
+    plain = synthesize_audio(SynthesisRequest(JITTERED, PCM_8K, Signal.TONE, speed=1.3))
+    same = synthesize_audio(
+        SynthesisRequest(JITTERED, PCM_8K, Signal.TONE, speed=1.3, rate_jitter=0.0, jitter_seed=5)
+    )
+    assert plain.words == same.words and len(plain.pcm) == len(same.pcm)
+    assert sentence_speed(1.3, "Any sentence.", 0.0, 5) == 1.3

@@ -74,6 +74,12 @@ _FAULT_OPTIONS: dict[str, _Option] = {
         bool, "accept the inactivity_timeout query parameter but do not honour it"
     ),
     "chunk_ms": _Option(int, "milliseconds of audio per streamed chunk"),
+    "rate_jitter": _Option(
+        float, "speak each sentence at the speed times 1 + u, u seeded in [-J, J]; 0 for off"
+    ),
+    "stall_ms": _Option(
+        int, "send nothing for this many milliseconds halfway through each synthesis; 0 for off"
+    ),
     "error_after_chunks": _Option(
         int, "send an audio error, then close 1011, after N audio chunks of a synthesis",
         unset="never",

@@ -114,6 +114,19 @@ class Faults:
     chunk_ms: int = 250
     """Audio per streamed chunk; Telnyx sends few, large frames."""
 
+    rate_jitter: float = 0.0
+    """Speak each sentence of a synthesis at the voice's speed times ``1 + u``, ``u`` drawn in
+    ``[-rate_jitter, rate_jitter]`` from the emulator's seed and the sentence's text (the same
+    sentence always gets the same rate, so records are reproducible), as a voice's rate drifts
+    between sentences. The synthesis is then rendered sentence by sentence, and the recorded
+    word places follow each sentence's rate. 0: every sentence at the voice's speed."""
+
+    stall_ms: int = 0
+    """Once per synthesis, halfway through its audio chunks (after ``n // 2`` of ``n``, so before
+    the only chunk of a one-chunk synthesis), send nothing for this many milliseconds, then
+    carry on at the same pace, every later frame that much later: a server briefly slower than
+    real time. Unlike ``stall_after_chunks``, the synthesis completes. 0: never."""
+
     # ------------------------------------------------------------------ mid-synthesis
 
     error_after_chunks: int | None = None

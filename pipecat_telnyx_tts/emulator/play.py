@@ -109,6 +109,7 @@ class Socket:
         if self.params.audio_format == "ogg_vorbis":
             logger.warning("emulator: ogg_vorbis is not emulated; this socket gets MP3")
         self.session = TextSession(lifecycle)
+        self.seed = seed
         self.rng = random.Random(f"{seed}/{record.index}")
         self.initialized = False
         self.init_seen = asyncio.Event()
@@ -311,6 +312,8 @@ class Socket:
                 sentence_pause_ms=faults.sentence_pause_ms,
                 mp3_files=faults.mp3_files,
                 mp3_info_tag=not faults.mp3_untagged,
+                rate_jitter=faults.rate_jitter,
+                jitter_seed=self.seed,
             )
             rendition = await asyncio.get_running_loop().run_in_executor(None, render, request)
             record.audio_seconds = rendition.audio_seconds
@@ -350,11 +353,18 @@ class Socket:
     async def _stream(self, job: _SynthesisJob, base: float, pace: float | None) -> bool:
         """Send the planned frames on time; False when a force or a fault cut the synthesis."""
         plan = job.plan or []
+        stall_ms = self.faults().stall_ms
+        stall_at = sum(bool(f.audio) for f in plan) // 2 if stall_ms > 0 else None
         while job.sent < len(plan):
             frame = plan[job.sent]
             await self._sleep_until(base + (frame.at / pace if pace else 0.0))
             if job.forced or self.closing:
                 return False
+            if frame.audio and job.record.chunks_sent == stall_at:
+                await self._sleep_until(time.perf_counter() + stall_ms / 1000)
+                base += stall_ms / 1000
+                if job.forced or self.closing:
+                    return False
             if job.sent == 0 and await self._inject_fault(0):
                 return False
             if frame.audio and not job.record.chunks_sent:

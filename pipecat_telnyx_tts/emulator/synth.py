@@ -467,6 +467,10 @@ class SynthesisRequest:
     """Separately encoded MP3 files the audio is made of; other encodings are one piece."""
     mp3_info_tag: bool = True
     """Whether each MP3 file opens with an Info frame recording its delay and padding."""
+    rate_jitter: float = 0.0
+    """Each sentence at ``speed`` times its own factor within ``1 ± rate_jitter``."""
+    jitter_seed: int = 0
+    """Seeds ``sentence_speed`` with the sentence's text."""
 
 
 @dataclass(frozen=True)
@@ -525,7 +529,9 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
         return SynthesizedAudio(np.zeros(0, dtype=np.int16), [])
     signal = resolve_signal(request.signal)
     by_sentence = not request.ssml and (
-        request.sentence_pause_ms > 0 or (request.fmt.mp3 and request.mp3_files > 1)
+        request.sentence_pause_ms > 0
+        or (request.fmt.mp3 and request.mp3_files > 1)
+        or request.rate_jitter > 0
     )
     sentences = split_sentences(spoken) if by_sentence else [spoken]
     rate = request.fmt.sample_rate
@@ -554,26 +560,36 @@ def synthesize_audio(request: SynthesisRequest) -> SynthesizedAudio:
     return SynthesizedAudio(np.concatenate(pieces), ends, tuple(words), source)
 
 
+def sentence_speed(speed: float, sentence: str, jitter: float, seed: int) -> float:
+    """The speed ``sentence`` is spoken at under ``Faults.rate_jitter``: ``speed`` times a factor
+    in ``[1 - jitter, 1 + jitter]`` that depends only on the seed and the sentence's text, so that
+    a benchmark can tell in advance how long a sentence will play."""
+    if jitter <= 0:
+        return speed
+    return speed * (1 + random.Random(f"{seed}/{sentence}").uniform(-jitter, jitter))
+
+
 def _sentence_audio(
     request: SynthesisRequest, signal: Signal, spoken: str
 ) -> tuple[Pcm, list[WordSpan]]:
     """One piece of audio and its words, timed from the start of the piece."""
     rate = request.fmt.sample_rate
+    speed = sentence_speed(request.speed, spoken, request.rate_jitter, request.jitter_seed)
     if signal is Signal.SPEECH:
         source = request.text if request.ssml else spoken
-        pcm, events = ESPEAK.synthesize(source, request.language, request.speed, request.ssml)
+        pcm, events = ESPEAK.synthesize(source, request.language, speed, request.ssml)
         if ESPEAK.rate != rate and len(pcm):
             import soxr
 
             pcm = soxr.resample(pcm, ESPEAK.rate, rate).astype(np.int16)
         return pcm, speech_words(_tokens(source, request.ssml), events, pcm, rate)
-    seconds = speech_seconds(spoken, request.speed)
+    seconds = speech_seconds(spoken, speed)
     pcm = (
         marker_pcm(rate, seconds, request.marker)
         if signal is Signal.MARKER
         else tone_pcm(spoken, rate, seconds)
     )
-    return pcm, signal_words(spoken, request.speed)
+    return pcm, signal_words(spoken, speed)
 
 
 def _tokens(source: str, ssml: bool) -> list[re.Match[str]]:
