@@ -568,6 +568,10 @@ class WordClock:
                     if span > 0:
                         start = before.onset + (end - before.onset) * spoken / span
                 low = max(unit.lower, before.start)
+                if self._unit_open and k == len(units) - 1:
+                    # Its text is not all sent: the server has not begun it, so none of the
+                    # audio so far is its own.
+                    low = max(low, self._received)
                 high = unit.upper if unit.upper is not None else self._received
                 reach = rate * spoken * SNAP_SHARE
                 # A synthesis that ended on a short frame just as this one's text went out

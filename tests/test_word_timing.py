@@ -442,3 +442,17 @@ def test_words_already_out_are_not_moved_by_a_seam_that_comes_later():
     words += clock.finish()
     assert [w.word for w in words[9:]] == second.split()
     assert max(abs(w.seconds - t) for w, t in zip(words[9:], truth, strict=True)) < 0.3
+
+
+def test_no_word_of_a_synthesis_whose_text_is_still_coming_is_timed_in_audio_before_it():
+    # Token mode with a slow LLM: the next sentence's words go out one by one while the audio
+    # of the one before (two files, a seam inside it) arrives. The server has not begun a
+    # synthesis whose text is not all sent, so the seam inside the earlier audio is not its
+    # start, though a voice twice as slow as the prior puts the rate's guess right on it.
+    first = "Sure, I can help with that today."
+    one, _ = speech(first, per_syllable=2 * PRIOR_SECONDS_PER_SYLLABLE)
+    clock = WordClock(RATE)
+    words = clock.text_sent(first + " ", flush=True)
+    words += clock.text_sent("The total is", flush=False)
+    words += feed_files(clock, halves(one))
+    assert [w.word for w in words] == first.split()[: len(words)]
