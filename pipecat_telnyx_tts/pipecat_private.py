@@ -26,6 +26,7 @@ PRIVATE_MEMBERS: dict[str, tuple[str, ...]] = {
         "_handle_interruption",
         "_update_settings",
         "_call_event_handler",
+        "_refresh_audio_context",
     ),
     "_audio_context_manager": ("playing_context_id",),
     "_text_aggregator": ("language", "flush"),
@@ -49,6 +50,13 @@ def replace_text_aggregator(service: TTSService, make: Any) -> None:
 def turn_context_id(service: TTSService) -> str | None:
     """The audio context of the LLM turn in progress, if any."""
     return service._turn_context_id
+
+
+def keep_turn_context_alive(service: TTSService) -> None:
+    """Restart pipecat's idle wait on the audio context of the LLM turn in progress, if it has
+    one (pipecat itself does so only when a new segment of text reaches synthesis)."""
+    if service._turn_context_id:
+        service._refresh_audio_context(service._turn_context_id)
 
 
 def playing_context_id(service: TTSService) -> str | None:

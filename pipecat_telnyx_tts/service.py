@@ -463,6 +463,11 @@ class TelnyxTTSService(TTSService):
         elif isinstance(frame, LLMTextFrame) and self._leftover_reply:
             logger.debug(f"{self}: not spoken, from the interrupted reply: [{frame.text}]")
             return
+        elif isinstance(frame, LLMTextFrame):
+            # A reply still being written is not idle, even while pipecat's sentence
+            # aggregator holds its text: pipecat would end its audio context after
+            # ``stop_frame_timeout_s`` without a word, and the words after it would be lost.
+            pipecat_private.keep_turn_context_alive(self)
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMFullResponseEndFrame):
             # After the base class: the reply's last text has taken its socket by now.

@@ -20,7 +20,7 @@ from pipecat.metrics.metrics import TTFAMetricsData
 from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.services.tts_service import TextAggregationMode
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 from service_helpers import (
     Push,
     Until,
@@ -167,6 +167,29 @@ async def test_with_nothing_on_the_wire_marking_a_boundary_no_sentence_is_timed_
         heard = (words[i].pts - origin) / 1e9
         assert heard >= start - 0.01, (words[i].text, heard, start)
         i += count
+
+
+async def test_a_sentence_the_llm_writes_for_longer_than_pipecats_idle_wait_stays_in_its_turn():
+    # pipecat ends an audio context that gets nothing for ``stop_frame_timeout_s``, without a
+    # word; its sentence aggregator holds a sentence's tokens until the sentence ends, so a slow
+    # LLM writing a sentence after the last one played looked idle. The next sentence's audio
+    # then opened a second context, whose word times restart from its own first audio: the
+    # words were stamped seconds after they played, and a barge-in lost them all.
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu, stop_frame_timeout_s=1.0)
+        tokens = ("And", " this", " one", " came", " slowly.")
+        frames = [
+            LLMFullResponseStartFrame(),
+            LLMTextFrame("The first sentence plays at once. "),
+            *(f for token in tokens for f in (SleepFrame(0.4), LLMTextFrame(token))),
+            LLMFullResponseEndFrame(),
+        ]
+        down, up = await run(tts, frames)
+    assert not errors(up)
+    words = text_frames(down)
+    said = "The first sentence plays at once. And this one came slowly."
+    assert [f.text for f in words] == said.split()
+    assert started_and_stopped(down)[0] == 1, "one audio context for the whole reply"
 
 
 async def test_text_written_without_spaces_is_pushed_a_character_at_a_time_with_its_spacing():
