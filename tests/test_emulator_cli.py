@@ -92,7 +92,8 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
             "--rate-window", "2", "--inactivity-timeout-cap", "30",
             "--ignore-inactivity-query", "--invalid-voice", "Telnyx.NaturalHD.orion",
             "--idle-frame", '{"status": "ok"}', "--idle-frame-after", "0.1",
-            "--idle-frame-every", "2",
+            "--idle-frame-every", "2", "--stop-reading-after-chunks", "8",
+            "--inject-after-chunks", "2",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
@@ -128,6 +129,8 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
         idle_frame='{"status": "ok"}',
         idle_frame_after=0.1,
         idle_frame_every=2.0,
+        stop_reading_after_chunks=8,
+        inject_after_chunks=2,
     )
     assert faults_from_args(ns) == expected
     untouched = [

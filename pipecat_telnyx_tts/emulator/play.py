@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from socket import SO_RCVBUF, SOL_SOCKET
 from typing import Any
 
 from loguru import logger
@@ -357,7 +358,7 @@ class Socket:
                 return False
             if job.sent == 0 and await self._inject_fault(0):
                 return False
-            if frame.audio and not job.record.chunks_sent:
+            if frame.audio and job.record.chunks_sent == self.faults().inject_after_chunks:
                 await self._inject_frames()
                 if job.forced:
                     return False
@@ -375,7 +376,8 @@ class Socket:
                     await self.interrupt.wait()
 
     async def _inject_fault(self, audio_chunks_sent: int) -> bool:
-        """Fire the mid-synthesis fault due after this many audio chunks, if any is."""
+        """Fire the mid-synthesis fault due after this many audio chunks, if any is; True if it
+        ended the synthesis."""
         faults = self.faults()
         if faults.fault_count is not None and faults.fault_count <= 0:
             return False
@@ -386,6 +388,7 @@ class Socket:
                 ("drop", faults.drop_after_chunks),
                 ("close", faults.close_after_chunks),
                 ("stall", faults.stall_after_chunks),
+                ("deaf", faults.stop_reading_after_chunks),
             )
             if after == audio_chunks_sent
         ]
@@ -408,7 +411,20 @@ class Socket:
             case "stall":
                 logger.info(f"{socket}: injected stall")
                 self.stalled = True
+            case "deaf":
+                logger.info(f"{socket}: stopped reading")
+                self._stop_reading()
+                return False
         return True
+
+    def _stop_reading(self) -> None:
+        """Read nothing more, with a receive buffer too small to hold much: on loopback the
+        kernel would otherwise take megabytes before the client's sends block."""
+        transport = self.ws.transport
+        transport.pause_reading()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 1)
 
     async def _send_idle_frames(self) -> None:
         """``Faults.idle_frame``: an unknown frame on an idle socket, once or every so often."""
