@@ -127,3 +127,17 @@ async def test_audio_that_stops_decoding_records_what_played_and_names_the_rest(
     assert "cannot be decoded" in error.error
     recorded = check_context(emu, down, up)
     assert 0 < len(recorded) < len(REPLY[0].split()), "the bad chunk cut the first sentence"
+
+
+async def test_a_failed_turn_forgets_only_its_own_text_not_the_next_replys(monkeypatch):
+    """The next reply's text is already with pipecat when the failed turn's marker plays: it is
+    recorded in full."""
+    monkeypatch.setattr(TelnyxTTSService, "RESPONSE_TIMEOUT_S", 1.0)
+    faults = Faults.fast(pace=4.0, chunk_ms=200, fault_count=1, error_after_chunks=3)
+    nxt = ("Here is the next reply. ", "It plays in full.")
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        down, up = await run(tts, [*llm_turn(*REPLY), *llm_turn(*nxt)])
+    recorded = [f.text for f in down if isinstance(f, TTSTextFrame)]
+    assert len([e for e in errors(up) if "not played" in e.error]) == 1
+    assert recorded[-len("".join(nxt).split()) :] == "".join(nxt).split(), recorded
