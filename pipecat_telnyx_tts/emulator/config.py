@@ -137,10 +137,11 @@ class Faults:
     answers the client's close, and the inactivity timeout still applies."""
 
     stop_reading_after_chunks: int | None = None
-    """Stop reading the socket once a synthesis has sent this many audio chunks, and shrink its
-    receive buffer to the least the kernel allows: the client's frames back up until its sends
-    block, as over a path that stopped taking data. The audio already synthesized still goes
-    out; text the client sends from then on is never read, so never synthesized."""
+    """Stop reading the socket once a synthesis has sent this many audio chunks: the client's
+    frames back up until its sends block, as over a path that stopped taking data (on loopback
+    only once the kernel buffers, which grow to megabytes, are full: a test pins the client's
+    ``SO_SNDBUF``). The audio already synthesized still goes out; text the client sends from
+    then on is never read, so never synthesized."""
 
     fault_count: int | None = None
     """How many more times the five mid-synthesis faults above may fire; decremented each time

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from socket import SO_RCVBUF, SOL_SOCKET
 from typing import Any
 
 from loguru import logger
@@ -413,18 +412,9 @@ class Socket:
                 self.stalled = True
             case "deaf":
                 logger.info(f"{socket}: stopped reading")
-                self._stop_reading()
+                self.ws.transport.pause_reading()
                 return False
         return True
-
-    def _stop_reading(self) -> None:
-        """Read nothing more, with a receive buffer too small to hold much: on loopback the
-        kernel would otherwise take megabytes before the client's sends block."""
-        transport = self.ws.transport
-        transport.pause_reading()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 1)
 
     async def _send_idle_frames(self) -> None:
         """``Faults.idle_frame``: an unknown frame on an idle socket, once or every so often."""
