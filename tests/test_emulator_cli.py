@@ -93,6 +93,8 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
             "--ignore-inactivity-query", "--invalid-voice", "Telnyx.NaturalHD.orion",
             "--idle-frame", '{"status": "ok"}', "--idle-frame-after", "0.1",
             "--idle-frame-every", "2", "--rate-jitter", "0.25", "--stall-ms", "300",
+            "--stop-reading-after-chunks", "8",
+            "--inject-after-chunks", "2",
             "--lifecycle", "documented", "--signal", "marker", "--seed", "7",
         ]
     )  # fmt: skip
@@ -130,6 +132,8 @@ def test_every_fault_is_settable_from_the_command_line() -> None:
         idle_frame_every=2.0,
         rate_jitter=0.25,
         stall_ms=300,
+        stop_reading_after_chunks=8,
+        inject_after_chunks=2,
     )
     assert faults_from_args(ns) == expected
     untouched = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import socket
 import time
 
 import pytest
@@ -262,6 +263,41 @@ async def test_stall_ms_delays_the_only_chunk_of_a_one_chunk_synthesis() -> None
     assert first - start >= 0.5
     assert len(audio_frames(messages)) == 1
     assert audio_frames(messages)[0].time_to_first_audio_ms >= 500
+
+
+async def test_stop_reading_after_chunks_streams_on_but_reads_nothing_more() -> None:
+    faults = Faults.fast(stop_reading_after_chunks=2)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu, open_socket(emu) as ws:
+        await send(ws, TextMessage(LONG, flush=True))
+        record = emu.connections[0]
+        # The synthesis already under way plays out; the text sent after the stop, however
+        # much of it, is never read: sends back up once the path is full.
+        synthesis = await emu.wait_for(
+            lambda: record.syntheses and record.syntheses[0].finished_at and record.syntheses[0]
+        )
+        assert synthesis.chunks_sent > 40 and not synthesis.forced
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                for _ in range(10_000):
+                    await send(ws, TextMessage("Never read. " * 10, flush=True))
+        assert len(record.received) == 2
+        assert len(record.syntheses) == 1
+        ws.transport.abort()  # no close handshake: the server would never read it
+
+
+async def test_inject_after_chunks_puts_the_frames_among_the_audio() -> None:
+    faults = Faults.fast(inject_frames=['{"x": 1}'], inject_after_chunks=2)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        async with open_socket(emu) as ws:
+            await speak(ws, LONG)
+            async for _ in ws:
+                pass
+        sent = [f.raw for f in emu.connections[0].sent]
+        at = sent.index('{"x": 1}')
+        audio = [f for f in emu.connections[0].sent[:at] if isinstance(f.message, AudioMessage)]
+        assert len([f for f in audio if f.message.audio]) == 2
+        assert faults.inject_frames == []
 
 
 @pytest.mark.parametrize("fault", ["close_after_chunks", "stall_after_chunks"])

@@ -3,6 +3,7 @@ arrive, and the times the clock gives each word."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -456,3 +457,42 @@ def test_no_word_of_a_synthesis_whose_text_is_still_coming_is_timed_in_audio_bef
     words += clock.text_sent("The total is", flush=False)
     words += feed_files(clock, halves(one))
     assert [w.word for w in words] == first.split()[: len(words)]
+
+
+def test_a_chunk_lays_out_the_syntheses_it_reaches_not_every_one_sent(monkeypatch):
+    # Forty syntheses sent at once, fed in small chunks: were every synthesis laid out on every
+    # chunk, the layouts would grow with syntheses x chunks (here 40 x 5670).
+    sentences = [f"Here is sentence {n} of the reply." for n in range(40)]
+    pcm = b"".join(speech(s)[0] for s in sentences)
+    laid = 0
+    onset = WordClock._onset
+
+    def counted(self, *args, **kwargs):
+        nonlocal laid
+        laid += 1
+        return onset(self, *args, **kwargs)
+
+    monkeypatch.setattr(WordClock, "_onset", counted)
+    clock = WordClock(RATE)
+    words = [w for s in sentences for w in clock.text_sent(s + " ", flush=True)]
+    chunks = len(range(0, len(pcm), round(RATE * 0.025) * 2))
+    words += feed(clock, pcm, chunk_s=0.025)
+    words += clock.finish()
+    assert len(words) == sum(len(s.split()) for s in sentences)
+    # The synthesis playing and the next one, about; never all that are still to come.
+    assert laid <= 3 * chunks
+
+
+def test_the_audio_analysis_buffer_grows_by_doubling_not_by_each_chunk():
+    # Copying everything measured so far on every chunk would make a chunk cost the synthesis.
+    pcm, _ = speech(" ".join(["Here is a rather long sentence that keeps on going."] * 20))
+    clock = WordClock(RATE)
+    clock.text_sent("Some text. ", flush=True)
+    step = round(RATE * 0.025) * 2
+    buffers = [clock._energy]
+    for i in range(0, len(pcm), step):
+        clock.audio(pcm[i : i + step], i / 2 / RATE)
+        if clock._energy is not buffers[-1]:
+            buffers.append(clock._energy)
+    frames = seconds(pcm) / 0.01
+    assert len(buffers) <= math.log2(frames) + 2, len(buffers)

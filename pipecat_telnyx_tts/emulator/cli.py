@@ -96,8 +96,12 @@ _FAULT_OPTIONS: dict[str, _Option] = {
         int, "send nothing more, and do not close, after N audio chunks of a synthesis",
         unset="never",
     ),
+    "stop_reading_after_chunks": _Option(
+        int, "stop reading the client's frames after N audio chunks of a synthesis",
+        unset="never",
+    ),
     "fault_count": _Option(
-        int, "how many times the four mid-synthesis faults above fire", unset="every time"
+        int, "how many times the five mid-synthesis faults above fire", unset="every time"
     ),
     "frames_after_force": _Option(
         int, "frames of an interrupted synthesis still sent after a force"
@@ -116,6 +120,9 @@ _FAULT_OPTIONS: dict[str, _Option] = {
     ),
     "mp3_untagged": _Option(
         bool, "MP3 files without the Info frame that records encoder delay and padding"
+    ),
+    "inject_after_chunks": _Option(
+        int, "audio chunks of the synthesis that go out before --inject-frame's frames"
     ),
 }  # fmt: skip
 _INJECT_HELP = (

@@ -149,8 +149,15 @@ class Faults:
     later syntheses, final frames and frames owed after a force never come. The socket still
     answers the client's close, and the inactivity timeout still applies."""
 
+    stop_reading_after_chunks: int | None = None
+    """Stop reading the socket once a synthesis has sent this many audio chunks: the client's
+    frames back up until its sends block, as over a path that stopped taking data (on loopback
+    only once the kernel buffers, which grow to megabytes, are full: a test pins the client's
+    ``SO_SNDBUF``). The audio already synthesized still goes out; text the client sends from
+    then on is never read, so never synthesized."""
+
     fault_count: int | None = None
-    """How many more times the four mid-synthesis faults above may fire; decremented each time
+    """How many more times the five mid-synthesis faults above may fire; decremented each time
     one fires, so a client that reconnects eventually gets through. None: every time."""
 
     # ------------------------------------------------------------------ shape of the stream
@@ -199,6 +206,11 @@ class Faults:
     has audio; the list is emptied once they are out. For malformed or unexpected server frames
     (bad JSON, bad base64, unknown keys, huge or binary frames) that ``encode_server`` would
     never build; a ``bytes`` item goes out as a binary frame."""
+
+    inject_after_chunks: int = 0
+    """How many audio chunks of that synthesis go out before ``inject_frames``: 0 puts them
+    before its first audio, more puts them in the middle of its audio (a corrupt chunk after
+    some that played, say)."""
 
     @classmethod
     def fast(cls, **overrides: Any) -> Self:

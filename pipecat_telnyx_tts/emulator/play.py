@@ -367,7 +367,7 @@ class Socket:
                     return False
             if job.sent == 0 and await self._inject_fault(0):
                 return False
-            if frame.audio and not job.record.chunks_sent:
+            if frame.audio and job.record.chunks_sent == self.faults().inject_after_chunks:
                 await self._inject_frames()
                 if job.forced:
                     return False
@@ -385,7 +385,8 @@ class Socket:
                     await self.interrupt.wait()
 
     async def _inject_fault(self, audio_chunks_sent: int) -> bool:
-        """Fire the mid-synthesis fault due after this many audio chunks, if any is."""
+        """Fire the mid-synthesis fault due after this many audio chunks, if any is; True if it
+        ended the synthesis."""
         faults = self.faults()
         if faults.fault_count is not None and faults.fault_count <= 0:
             return False
@@ -396,6 +397,7 @@ class Socket:
                 ("drop", faults.drop_after_chunks),
                 ("close", faults.close_after_chunks),
                 ("stall", faults.stall_after_chunks),
+                ("deaf", faults.stop_reading_after_chunks),
             )
             if after == audio_chunks_sent
         ]
@@ -418,6 +420,10 @@ class Socket:
             case "stall":
                 logger.info(f"{socket}: injected stall")
                 self.stalled = True
+            case "deaf":
+                logger.info(f"{socket}: stopped reading")
+                self.ws.transport.pause_reading()
+                return False
         return True
 
     async def _send_idle_frames(self) -> None:
