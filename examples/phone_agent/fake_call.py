@@ -44,6 +44,7 @@ from pipecat.runner.types import WebSocketRunnerArguments
 from websockets.asyncio.client import ClientConnection, connect
 
 from pipecat_telnyx_tts.emulator import Faults, Signal, TelnyxEmulator
+from pipecat_telnyx_tts.emulator.records import WordSpan
 from pipecat_telnyx_tts.emulator.synth import (
     OutputFormat,
     SynthesisRequest,
@@ -261,17 +262,32 @@ async def transcripts(emu: TelnyxEmulator, call: Call) -> None:
         await asyncio.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class CallerLine:
+    """A line as the caller's phone sends it (PCMU, then half a second of silence), its speech's
+    length, and its audio and words for the STT emulator's library."""
+
+    ulaw: bytes
+    seconds: float
+    pcm: np.ndarray
+    words: tuple[WordSpan, ...]
+
+    def teach(self, emu: TelnyxEmulator) -> None:
+        """Put the line first in the STT emulator's library, which it searches newest first:
+        the bot's own syntheses join it as the call goes on, and each costs a search."""
+        emu.stt.library.add(self.pcm, RATE, self.words)
+
+
 def caller_lines(
     emu: TelnyxEmulator, signal: Signal, texts: Sequence[str]
-) -> dict[str, tuple[bytes, float]]:
-    """Each line as the caller's phone sends it (PCMU, then half a second of silence) with its
-    speech's length; the emulator's STT learns each one's words."""
-    lines: dict[str, tuple[bytes, float]] = {}
+) -> dict[str, CallerLine]:
+    """Each line synthesized, and taught to the emulator's STT."""
+    lines: dict[str, CallerLine] = {}
     for text in texts:
         audio = synthesize_audio(SynthesisRequest(text, OutputFormat("linear16", RATE), signal))
-        emu.stt.library.add(audio.pcm, RATE, audio.words)
         ulaw = encode_mulaw(np.concatenate([audio.pcm, np.zeros(RATE // 2, np.int16)]))
-        lines[text] = (ulaw, len(audio.pcm) / RATE)
+        lines[text] = CallerLine(ulaw, len(audio.pcm) / RATE, audio.pcm, audio.words)
+        lines[text].teach(emu)
     return lines
 
 
@@ -334,12 +350,12 @@ async def fake_call(wav_path: Path) -> dict[str, Any]:
         async with phone_call(emu, REPLIES) as (call, _):
             await until(lambda: call.bot_audio_since(0) > 2.0, 30, "the greeting")
             call.log("bot", "(the greeting is playing; the caller talks over it)")
-            stopped = call.say(CALLER[0], *lines[CALLER[0]])
+            stopped = call.say(CALLER[0], lines[CALLER[0]].ulaw, lines[CALLER[0]].seconds)
             await until(lambda: call.cleared, 10, "the barge-in")
             await until(lambda: call.bot_audio_since(stopped) > 1.0, 30, "the answer")
             call.report_turn(stopped)
             await until(lambda: call.bot_quiet_for(1.0), 30, "the answer's end")
-            stopped = call.say(CALLER[1], *lines[CALLER[1]])
+            stopped = call.say(CALLER[1], lines[CALLER[1]].ulaw, lines[CALLER[1]].seconds)
             await until(lambda: call.bot_audio_since(stopped) > 1.0, 30, "the goodbye")
             call.report_turn(stopped)
             await until(lambda: call.bot_quiet_for(1.0), 30, "the goodbye's end")
@@ -370,8 +386,9 @@ TURN_REPLIES = (
     "Friday works. I have a slot at two in the afternoon.",
     "Thank you. You are all set for Friday at two.",
 )
-"""The stand-in's answers in ``caller_turns``; each opens with a short sentence, as a voice
-prompt asks of a real LLM."""
+"""The stand-in's answers in ``caller_turns``, after a short first sentence of the turn's own:
+Telnyx (and the emulator) replay a text said before from a cache, at once, and an LLM seldom
+repeats itself."""
 
 
 @dataclass(frozen=True)
@@ -403,7 +420,9 @@ async def caller_turns(
     signal = resolve_signal(Signal.SPEECH)
     said = [TURN_LINES[n % len(TURN_LINES)] for n in range(turns)]
     replies = ["Hello, this is Astra. How can I help?"]
-    replies += [TURN_REPLIES[n % len(TURN_REPLIES)] for n in range(turns)]
+    replies += [
+        f"Question {n + 1}, sure. {TURN_REPLIES[n % len(TURN_REPLIES)]}" for n in range(turns)
+    ]
     timings: list[TurnTiming] = []
     async with TelnyxEmulator(signal=signal, faults=faults) as emu:
         lines = caller_lines(emu, signal, sorted(set(said)))
@@ -412,7 +431,8 @@ async def caller_turns(
             await until(lambda: call.bot_quiet_for(gap), 30, "the greeting's end")
             for text in said:
                 began = call.now()
-                spoken = call.say(text, *lines[text])
+                lines[text].teach(emu)
+                spoken = call.say(text, lines[text].ulaw, lines[text].seconds)
                 await until(lambda at=spoken: call.bot_audio_since(at) > 0.5, 30, "the answer")
                 await until(lambda: call.bot_quiet_for(gap), 30, "the answer's end")
                 stopped = call.speech_end_since(began) or spoken
