@@ -444,6 +444,23 @@ def _stt_md(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def turn_comparison(turn: dict[str, Any], latency: dict[str, Any]) -> str:
+    """What the whole turn adds to the TTS's own time to first audio, in words."""
+    whole = turn["stop_to_first_audio_ms"]
+    tts = latency["services"]["plugin"]["later"]["ttfa_ms"]
+    return (
+        f"What the rest of the turn adds to the TTS alone: the whole turn's p50 "
+        f"{_ms(whole['p50'])} ms is {_ms(whole['p50'] - tts['p50'])} ms above the TTS-only time "
+        f"to first audio ({_ms(tts['p50'])} ms, same TTS emulator timing), its p95 "
+        f"{_ms(whole['p95'] - tts['p95'])} ms above; the STT's final came "
+        f"{_ms(turn['stop_to_final_ms']['p50'])} ms (p50) after the caller stopped, and the "
+        f"user's turn reached the LLM {_ms(turn['stop_to_llm_ms']['p50'])} ms (p50, p95 "
+        f"{_ms(turn['stop_to_llm_ms']['p95'])} ms) after it: that wait is pipecat's turn "
+        "detection (the VAD's stop time, the smart-turn model, and its wait for the STT when "
+        "the final is not marked finalized), not the STT's."
+    )
+
+
 def _turn_md(turn: dict[str, Any], latency: dict[str, Any] | None) -> list[str]:
     faults = turn["config"]["faults"]
     rows = {
@@ -473,19 +490,8 @@ def _turn_md(turn: dict[str, Any], latency: dict[str, Any] | None) -> list[str]:
     for key, label in rows.items():
         s = turn[key]
         lines.append(f"| {label} | {s['n']} | {_p(s, 'p50')} | {_p(s, 'p95')} | {_p(s, 'max')} |")
-    whole = turn["stop_to_first_audio_ms"]
-    if latency and whole["p50"] is not None:
-        tts = latency["services"]["plugin"]["later"]["ttfa_ms"]
-        lines += [
-            "",
-            f"What the rest of the turn adds to the TTS alone: the whole turn's p50 "
-            f"{_ms(whole['p50'])} ms is {_ms(whole['p50'] - tts['p50'])} ms above the TTS-only "
-            f"time to first audio ({_ms(tts['p50'])} ms, same TTS emulator timing), p95 "
-            f"{_ms(whole['p95'] - tts['p95'])} ms above; the STT's final came "
-            f"{_ms(turn['stop_to_final_ms']['p50'])} ms (p50) after the caller stopped, and the "
-            f"user's turn reached the LLM {_ms(turn['stop_to_llm_ms']['p50'])} ms (p50) after "
-            "it: the VAD's stop time and the turn detector run there, beside the STT.",
-        ]
+    if latency:
+        lines += ["", turn_comparison(turn, latency)]
     return lines
 
 
@@ -500,12 +506,15 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
         "|---|---|---|---|",
         *(t.row() for t in goals),
     ]
-    for update in meta.get("updates", []):
-        lines[1:1] = [
+    lines[1:1] = [
+        line
+        for update in meta.get("updates", [])
+        for line in (
             "",
             f"Parts {', '.join(update['parts'])} measured by `{update['command']}`, "
             f"{update['date']} (run took {update['duration_s']:.0f} s); the others kept.",
-        ]
+        )
+    ]
     if "latency" in results:
         lines += _latency_md(results["latency"])
     if "bargein" in results:

@@ -145,13 +145,16 @@ async def run(plan: Plan, parts: tuple[str, ...], command: str) -> dict[str, Any
 def merge(previous: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     """``results`` over the parts of ``previous`` it did not measure: the run that measured
     those stays the results' ``meta``, and this one is listed in its ``updates`` with its
-    parts. The targets are judged again, on the merged results."""
+    parts (an earlier update keeps only the parts not measured again). The targets are judged
+    again, on the merged results."""
     merged = {k: v for k, v in previous.items() if k not in ("meta", "targets")}
     meta = dict(previous["meta"])
     update = dict(results.pop("meta"))
     update["parts"] = sorted(results)
-    meta["updates"] = [u for u in meta.get("updates", []) if set(u["parts"]) - set(results)]
-    meta["updates"].append(update)
+    older = [
+        {**u, "parts": [p for p in u["parts"] if p not in results]} for u in meta.get("updates", [])
+    ]
+    meta["updates"] = [*(u for u in older if u["parts"]), update]
     merged.update(results)
     merged["meta"] = meta
     return merged
