@@ -2,8 +2,8 @@
 
 From the repository root::
 
-    .venv/bin/python -m benchmarks.run                   # full run, about 14 minutes
-    .venv/bin/python -m benchmarks.run --quick           # smoke-sized run, under two minutes
+    .venv/bin/python -m benchmarks.run                   # full run, about 21 minutes
+    .venv/bin/python -m benchmarks.run --quick           # smoke-sized run, a few minutes
     .venv/bin/python -m benchmarks.run --only context    # one part
     .venv/bin/python -m benchmarks.run --only cost       # connection cost, before and after
     .venv/bin/python -m benchmarks.run --only stt --only stt_sessions --only turn --merge
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument(
         "--only", action="append", choices=CHOICES, help="run only this part (repeatable)"
