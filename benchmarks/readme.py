@@ -136,6 +136,21 @@ def context_table(results: dict[str, Any]) -> str:
     return "\n".join(lines[start:end])
 
 
+def stt_table(results: dict[str, Any]) -> str:
+    """STT's end of speech to final and the whole turn, beside the TTS's first audio."""
+    return report.stt_table(results)
+
+
+def whole_turn(results: dict[str, Any]) -> str:
+    """What the whole turn adds to the TTS's own first audio."""
+    return report.turn_comparison(results["turn"], results["latency"])
+
+
+def stt_sessions(results: dict[str, Any]) -> str:
+    """STT sessions per core."""
+    return report.stt_sessions_line(results["stt_sessions"])
+
+
 FIGURES = {
     "targets": targets_table,
     "time to first audio": ttfa_table,
@@ -144,6 +159,9 @@ FIGURES = {
     "CPU budget": cpu_budget,
     "pipecat share": pipecat_share,
     "context": context_table,
+    "speech to text": stt_table,
+    "whole turn": whole_turn,
+    "STT sessions": stt_sessions,
 }
 """Every figure the README quotes from a run, by name."""
 

@@ -443,6 +443,127 @@ def _context_verdicts_md(context: dict[str, Any], command: str | None) -> list[s
     return lines
 
 
+def _p(stats: dict[str, Any], q: str) -> str:
+    return _ms(stats[q])
+
+
+def stt_table(results: dict[str, Any]) -> str:
+    """STT and the whole turn beside the TTS's time to first audio: one row per part run."""
+    lines = ["| measure (ms) | n | p50 | p95 |", "|---|---|---|---|"]
+    stt = results.get("stt")
+    if stt:
+        s = stt["vad_stop_to_final_ms"]
+        lines.append(
+            f"| STT: caller's end of speech (VAD stop) -> final transcript, above the "
+            f"emulator's {stt['emulator_floor_ms']:g} ms floor | {s['n']} | {_p(s, 'p50')} "
+            f"| {_p(s, 'p95')} |"
+        )
+    turn = results.get("turn")
+    if turn:
+        s = turn["stop_to_first_audio_ms"]
+        lines.append(
+            "| whole turn: caller stops speaking -> bot's first audio, fake call with Telnyx "
+            f"STT and TTS | {s['n']} | {_p(s, 'p50')} | {_p(s, 'p95')} |"
+        )
+    latency = results.get("latency")
+    if latency:
+        s = latency["services"]["plugin"]["later"]["ttfa_ms"]
+        lines.append(
+            f"| TTS alone: reply's first text -> first audio, turns 2+ | {s['n']} "
+            f"| {_p(s, 'p50')} | {_p(s, 'p95')} |"
+        )
+    return "\n".join(lines)
+
+
+def stt_sessions_line(sessions: dict[str, Any]) -> str:
+    """STT sessions per core, in one sentence."""
+    return (
+        f"STT client CPU: {sessions['sessions']} callers streaming "
+        f"{sessions['audio_seconds_each']:g} s of audio each at real time kept "
+        f"{sessions['client_cores_busy']:g} of a core busy "
+        f"({sessions['cpu_percent_per_session']:g} % per session): "
+        f"{sessions['sessions_per_core']:g} STT sessions per core."
+    )
+
+
+def _stt_md(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "**Speech to text and the whole turn** (STT: `TelnyxSTTService` in a pipeline, the "
+        "caller's audio at real time at 8 kHz, endpointing off so that each utterance ends at "
+        "the `Finalize` sent at the VAD stop; the emulator adds no delay, so the figure is "
+        "overhead above its floor):",
+        "",
+        stt_table(results),
+    ]
+    stt = results.get("stt")
+    if stt:
+        lines += ["", f"STT transcripts exact: {stt['exact_transcripts']}/{stt['turns']}."]
+    turn = results.get("turn")
+    if turn:
+        lines += _turn_md(turn, results.get("latency"))
+    sessions = results.get("stt_sessions")
+    if sessions:
+        lines += [
+            "",
+            stt_sessions_line(sessions)
+            + " (Emulator in another process, answering from a script; VAD frames as a VAD "
+            f"pushes them; {sessions['finals']} finals.)",
+        ]
+    return lines
+
+
+def turn_comparison(turn: dict[str, Any], latency: dict[str, Any]) -> str:
+    """What the whole turn adds to the TTS's own time to first audio, in words."""
+    whole = turn["stop_to_first_audio_ms"]
+    tts = latency["services"]["plugin"]["later"]["ttfa_ms"]
+    return (
+        f"What the rest of the turn adds to the TTS alone: the whole turn's p50 "
+        f"{_ms(whole['p50'])} ms is {_ms(whole['p50'] - tts['p50'])} ms above the TTS-only time "
+        f"to first audio ({_ms(tts['p50'])} ms, same TTS emulator timing), its p95 "
+        f"{_ms(whole['p95'] - tts['p95'])} ms above; the STT's final came "
+        f"{_ms(turn['stop_to_final_ms']['p50'])} ms (p50) after the caller stopped, and the "
+        f"user's turn reached the LLM {_ms(turn['stop_to_llm_ms']['p50'])} ms (p50, p95 "
+        f"{_ms(turn['stop_to_llm_ms']['p95'])} ms) after it: that wait is pipecat's turn "
+        "detection (the VAD's stop time, the smart-turn model, and its wait for the STT when "
+        "the final is not marked finalized), not the STT's."
+    )
+
+
+def _turn_md(turn: dict[str, Any], latency: dict[str, Any] | None) -> list[str]:
+    faults = turn["config"]["faults"]
+    rows = {
+        "stop_to_first_audio_ms": "caller stops speaking -> bot's first audio on the line",
+        "stop_to_final_ms": "caller stops speaking -> the STT's final",
+        "stop_to_llm_ms": "caller stops speaking -> the user's turn reaches the LLM",
+        "llm_to_first_sentence_ms": "the user's turn at the LLM -> its first sentence out",
+        "first_sentence_to_first_audio_ms": "first sentence out -> bot's first audio on the line",
+    }
+    lines = [
+        "",
+        f"Whole turn on the fake call ({turn['config']['turns']} caller turns on one call, each "
+        f"after {turn['config']['gap']:g} s of quiet; {turn['measured_from']} -> "
+        f"{turn['measured_to']}; the bot's real pipeline: Telnyx media-stream transport, Silero "
+        "VAD and pipecat's default turn detection, `TelnyxSTTService`, the scripted LLM "
+        f"stand-in (first token at once, then one every {turn['llm_token_interval_ms']} ms), "
+        f"`TelnyxTTSService`; TTS emulator: upgrade {1000 * faults['upgrade_delay']:g} ms, "
+        f"first audio {1000 * faults['first_audio_delay']:g} ms, pace {faults['pace']}, chunks "
+        f"{faults['chunk_ms']} ms, floor {turn['tts_floor_ms']:g} ms; STT emulator: "
+        f"endpointing {turn['stt_floor_ms']:g} ms of silence on the audio's clock, recognizer "
+        f"delay {turn['stt_result_delay_ms']:g} ms; transcripts exact "
+        f"{turn['exact_transcripts']}/{turn['config']['turns']}):",
+        "",
+        "| stretch (ms) | n | p50 | p95 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in rows.items():
+        s = turn[key]
+        lines.append(f"| {label} | {s['n']} | {_p(s, 'p50')} | {_p(s, 'p95')} | {_p(s, 'max')} |")
+    if latency:
+        lines += ["", turn_comparison(turn, latency)]
+    return lines
+
+
 def markdown(results: dict[str, Any], goals: list[Target]) -> str:
     """The README section: the targets first, then the detail of each part."""
     meta = results["meta"]
@@ -454,6 +575,15 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
         "|---|---|---|---|",
         *(t.row() for t in goals),
     ]
+    lines[1:1] = [
+        line
+        for update in meta.get("updates", [])
+        for line in (
+            "",
+            f"Parts {', '.join(update['parts'])} measured by `{update['command']}`, "
+            f"{update['date']} (run took {update['duration_s']:.0f} s); the others kept.",
+        )
+    ]
     if "latency" in results:
         lines += _latency_md(results["latency"])
     if "bargein" in results:
@@ -461,7 +591,9 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
     if "cpu" in results:
         lines += _cpu_md(results["cpu"])
     if "context" in results:
-        lines += _context_md(results["context"], meta["command"])
+        lines += _context_md(results["context"], _measured_by(meta, "context"))
+    if any(part in results for part in ("stt", "stt_sessions", "turn")):
+        lines += _stt_md(results)
     if "cost" in results:
         lines += [
             "",
@@ -470,6 +602,15 @@ def markdown(results: dict[str, Any], goals: list[Target]) -> str:
             connection_cost.table(results["cost"]),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _measured_by(meta: dict[str, Any], part: str) -> str:
+    """The command of the run that measured ``part``: the last merged update holding it, else
+    the run the results started from."""
+    for update in reversed(meta.get("updates", [])):
+        if part in update.get("parts", ()):
+            return str(update["command"])
+    return str(meta["command"])
 
 
 # --------------------------------------------------------------------------- chart

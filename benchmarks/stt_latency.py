@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -96,6 +98,23 @@ async def measure(turns: int, gap: float = 0.5) -> dict[str, Any]:
         "vad_stop_to_final_ms": percentiles(latencies),
         "emulator_floor_ms": 0.0,
     }
+
+
+@dataclass(frozen=True)
+class SttLatencyConfig:
+    """What the STT latency part of ``benchmarks.run`` does."""
+
+    turns: int = 20
+    gap: float = 0.5
+
+
+async def run_stt_latency(
+    config: SttLatencyConfig, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    progress(f" STT: {config.turns} caller turns, VAD stop -> final")
+    result = await measure(config.turns, config.gap)
+    progress(f" STT: p50 {result['vad_stop_to_final_ms']['p50']} ms")
+    return result
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,23 @@ async def measure(sessions: int, seconds: float) -> dict[str, Any]:
         "sessions_per_core": round(sessions / cores, 1) if cores else None,
         "finals": finals,
     }
+
+
+@dataclass(frozen=True)
+class SttSessionsConfig:
+    """What the STT sessions part of ``benchmarks.run`` does."""
+
+    sessions: int = 20
+    seconds: float = 20.0
+
+
+async def run_stt_sessions(
+    config: SttSessionsConfig, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    progress(f" STT sessions: {config.sessions} callers for {config.seconds:g} s")
+    result = await measure(config.sessions, config.seconds)
+    progress(f" STT sessions: {result['client_cores_busy']} cores busy")
+    return result
 
 
 def main() -> None:

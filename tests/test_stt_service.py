@@ -62,7 +62,7 @@ def make_stt(emu: TelnyxEmulator, **settings: Any) -> TelnyxSTTService:
     )
 
 
-_SERVICE_ARGS = {"held_audio_seconds", "close_wait", "frame_ms", "sample_rate"}
+_SERVICE_ARGS = {"held_audio_seconds", "close_wait", "frame_ms", "sample_rate", "connect_timeout"}
 
 
 @dataclass
@@ -471,6 +471,30 @@ async def test_a_hung_upgrade_is_abandoned_at_the_end(emu: TelnyxEmulator) -> No
     await all_closed(emu)
     assert stt._task is None
     assert [t for t in asyncio.all_tasks() if "telnyx-stt" in t.get_name() and not t.done()] == []
+
+
+async def test_the_end_waits_a_bounded_time_for_an_upgrade_that_never_answers(
+    emu: TelnyxEmulator,
+) -> None:
+    """Every upgrade hangs and a handshake may take two minutes: the end waits ``close_wait``
+    for a socket to take the held audio, says that audio is lost, and stops the connecting task;
+    it does not wait for the handshake."""
+    emu.faults.hang_upgrades = 1000
+    stt = make_stt(emu, close_wait=0.3, connect_timeout=120.0)
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m), level="WARNING", format="{message}")
+    try:
+        # Waited on, not awaited: an end that waits for the handshake must fail, not hang.
+        ending = asyncio.ensure_future(run(stt, audio(caller_says(emu, HELLO))))
+        done, _ = await asyncio.wait([ending], timeout=60)
+        if not done:
+            ending.cancel()
+            await stt._shut_down()  # no handshake left for the emulator's teardown to wait on
+    finally:
+        logger.remove(sink)
+    assert done, "the end waited for a handshake that never answers"
+    assert [w for w in warnings if "held audio is lost" in w]
+    assert stt._task is None and len(emu.connections) == 1
 
 
 async def test_a_stalled_server_does_not_hang_the_end(emu: TelnyxEmulator) -> None:
