@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     MetricsFrame,
+    STTMetadataFrame,
     STTUpdateSettingsFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
@@ -28,6 +29,7 @@ from pipecat.metrics.metrics import TTFBMetricsData
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.stt_latency import DEEPGRAM_TTFS_P99
 from pipecat.tests.utils import SleepFrame, run_test
 from service_helpers import Gate, Push, Until
 from stt_helpers import PHONE_RATE, caller_says, noise, silence
@@ -521,3 +523,14 @@ async def test_nothing_runs_after_the_end(emu: TelnyxEmulator) -> None:
     await all_closed(emu)
     leftover = [t for t in asyncio.all_tasks() if "telnyx-stt" in t.get_name() and not t.done()]
     assert leftover == []
+
+
+@pytest.mark.parametrize(("engine", "wait"), [("Deepgram", DEEPGRAM_TTFS_P99), ("Telnyx", 1.0)])
+async def test_the_user_turn_waits_for_a_final_as_long_as_the_engine_takes(
+    emu: TelnyxEmulator, engine: str, wait: float
+) -> None:
+    # pipecat's user turn waits this long after the caller stops for a final; unset, it waits
+    # 1 s on every turn, though Deepgram's final comes in about 0.1 s.
+    down, _ = await run(make_stt(emu, engine=engine), [])
+    [metadata] = [f for f in down if isinstance(f, STTMetadataFrame)]
+    assert metadata.ttfs_p99_latency == wait
