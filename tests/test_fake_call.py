@@ -3,24 +3,13 @@ and TTS emulators, a simulated caller who talks over the greeting; no key, no ne
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-FAKE_CALL = Path(__file__).resolve().parents[1] / "examples" / "phone_agent" / "fake_call.py"
-
-
-def load() -> object:
-    spec = importlib.util.spec_from_file_location("phone_agent_fake_call", FAKE_CALL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.whole_turn import load_fake_call as load
 
 
 def rms(samples: np.ndarray) -> float:
