@@ -261,7 +261,6 @@ class TelnyxSTTService(STTService):
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             await self._finalize()
 
-
     async def _update_settings(self, delta: STTSettings) -> dict[str, Any]:  # type: ignore[override]
         previous = self._settings.copy()
         changed = await super()._update_settings(delta)
