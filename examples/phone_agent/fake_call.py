@@ -94,6 +94,18 @@ def loud(ulaw: bytes) -> bool:
     return bool(samples.size) and float(np.sqrt(np.mean(samples**2))) > LOUD
 
 
+def last_user_text(frame: LLMContextFrame) -> str:
+    """What the caller said last, as the context holds it ("" before the caller has spoken)."""
+    for message in reversed(frame.context.get_messages()):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
 class ScriptedLLM(FrameProcessor):
     """The LLM's stand-in: each context gets the next reply, streamed token by token, so that an
     interruption cuts it as it would cut a real completion. It notes when each context came and
@@ -112,6 +124,13 @@ class ScriptedLLM(FrameProcessor):
             await self.push_frame(frame, direction)
             return
         self.contexts.append(time.perf_counter())
+        said = last_user_text(frame)
+        if said and said.rstrip()[-1] not in ".?!":
+            # Pipecat ended the caller's turn at a pause inside a sentence ("Great, ..."): an LLM
+            # would answer what it has; this stand-in, whose replies are scripted, waits for the
+            # rest, which comes as the next turn with the whole sentence.
+            self.log("bot", f"(LLM) waits: the caller's turn ended mid-sentence: {said!r}")
+            return
         if not self.replies:
             return
         reply = self.replies.pop(0)
