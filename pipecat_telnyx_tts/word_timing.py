@@ -473,7 +473,11 @@ class WordClock:
             # A pause cut by the window's edge is measured to where it really starts or ends.
             if a == first:
                 before = self._sound(max(0, a - round(1.0 / FRAME_S)), a)
-                a -= len(before) - 1 - int(np.flatnonzero(before)[-1]) if before.any() else 0
+                a -= (
+                    len(before) - 1 - int(np.flatnonzero(before)[-1])
+                    if before.any()
+                    else len(before)
+                )
             if b == first + len(silent):
                 after = self._sound(b, self._frames)
                 b += int(after.argmax()) if after.any() else len(after)
