@@ -29,7 +29,7 @@ from pipecat_telnyx_tts.protocol import (
 from pipecat_telnyx_tts.request import Request
 from pipecat_telnyx_tts.socket_state import Closer, SocketLife
 from pipecat_telnyx_tts.turn import Turn
-from pipecat_telnyx_tts.word_timing import WordClock
+from pipecat_telnyx_tts.word_timing import TICK_S, WordClock
 
 Connector = Callable[[Request], Awaitable[ClientConnection]]
 
@@ -51,7 +51,9 @@ class LaneOwner(Protocol):
         """A server frame that did not parse."""
 
     async def lane_quiet(self, lane: Lane, seconds: float) -> None:
-        """Nothing read for ``seconds``; called about every ``poll`` seconds."""
+        """Nothing read for ``seconds``; called about every ``poll`` seconds, and every
+        ``word_timing.TICK_S`` while the turn has words waiting (which time alone may make due:
+        :meth:`WordClock.tick`)."""
 
     async def lane_ended(self, lane: Lane, *, clean: bool, detail: str) -> None:
         """The server or the network ended the socket (never called for this client's closes)."""
@@ -259,7 +261,7 @@ class Lane:
         while not self.life.ended:
             try:
                 # A timeout scope, not wait_for: on 3.11 wait_for makes a task per audio frame.
-                async with asyncio.timeout(self._poll):
+                async with asyncio.timeout(self._wait()):
                     raw = await ws.recv()
             except TimeoutError:
                 await self._owner.lane_quiet(self, time.monotonic() - self.last_heard)
@@ -276,6 +278,11 @@ class Lane:
                 await self._owner.lane_malformed(self, e)
                 continue
             await self._owner.lane_message(self, message)
+
+    def _wait(self) -> float:
+        """How long to read before reporting quiet: shorter while the turn's words wait."""
+        waiting = self.clock is not None and self.clock.pending
+        return min(self._poll, TICK_S) if waiting else self._poll
 
     async def _ended(self, e: ConnectionClosed) -> None:
         code = e.rcvd.code if e.rcvd is not None else None

@@ -693,6 +693,8 @@ class TelnyxTTSService(TTSService):
         logger.warning(f"{self}: ignoring a malformed frame from Telnyx: {error}")
 
     async def lane_quiet(self, lane: Lane, seconds: float) -> None:
+        # Words wait for their playback to come near, which only time tells.
+        await self._output.clock_words(lane, lambda clock: clock.tick(time.monotonic()))
         if lane.turn is not None:
             events = lane.turn.on_quiet(
                 seconds, grace=self.FINAL_GRACE_S, timeout=self.RESPONSE_TIMEOUT_S

@@ -98,7 +98,9 @@ class TurnOutput:
         assert lane.turn is not None and lane.context_id is not None
         self.failed_turns[lane.context_id] = []
         # Words whose audio never came are not given made-up times, and are named instead; the
-        # context records the words of the audio that did come (see end_context).
+        # context records the words of the audio that did come (see end_context), all of them
+        # now, since no more audio will make any of them due.
+        await self.clock_words(lane, WordClock.stop)
         clock, lane.clock = lane.clock, None
         unplayed = clock.unreleased_text if clock is not None else lane.turn.unanswered_text
         # While the LLM may still send text, the context stays open so that text cannot open a

@@ -23,12 +23,13 @@ What is known, and what each contributes:
   playing starts late. Each audio chunk starts at the later of the previous chunk's end and its
   own arrival, and words are placed on that timeline.
 
-A word is released to pipecat only when its estimate can no longer move much: its synthesis is
-complete, or the audio has arrived well past it. Words of a synthesis whose audio is still coming
-are placed provisionally, by the rate, and held back until the audio covers them; until then
-each new chunk refines their place. A released time is final, so the first word of a synthesis
-whose start was estimated rather than marked is placed a little late: recording a word one beat
-after it was heard is cheaper than recording a sentence that never played.
+A word is released to pipecat only when its estimate can no longer move much (its synthesis is
+complete, or the audio has arrived well past it) and its playback is near: audio comes faster
+than real time, and every chunk, every pause found, every boundary marked improves the estimate
+of words not yet played, while a released time is final. So the owner tells the clock the time
+(:meth:`WordClock.tick`) while words wait. The first word of a synthesis whose start was estimated
+rather than marked is placed a little late: recording a word one beat after it was heard is
+cheaper than recording a sentence that never played.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ PRIOR_WEIGHT = 12.0
 """How many syllables' worth of evidence the prior rate counts for against measured ones."""
 GUARD_S = 0.4
 """A provisional word is released only once this much audio has arrived beyond it."""
+RELEASE_LEAD_S = 1.0
+"""A word is released no earlier than this before its estimated playback: long enough for
+pipecat to have it in time on a loaded machine, short enough that the audio received by then
+(2.4 times real time live) has settled the synthesis it belongs to."""
+TICK_S = 0.1
+"""How often the owner should call :meth:`WordClock.tick` while words wait and no audio comes."""
 ESTIMATED_START_MARGIN_S = 0.2
 """Delay of the first word of a synthesis whose start in the audio was estimated, not marked."""
 ONSET_SEARCH_S = 0.6
@@ -233,6 +240,10 @@ class WordClock:
     """Text-bearing frames carry their synthesis's first audio: every start will be marked."""
     _released: int = 0
     _last_seconds: float = 0.0
+    _now: float = 0.0
+    """The latest time told (``audio`` or ``tick``), on the caller's clock."""
+    _stopped: bool = False
+    """No more audio comes, though the turn is not complete (see :meth:`stop`)."""
 
     # ------------------------------------------------------------------ what happens
 
@@ -302,6 +313,7 @@ class WordClock:
         self._last_frame = len(pcm)
         if self._first_arrival is None:
             self._first_arrival = now
+        self._now = max(self._now, now)
         previous_end = (
             self._chunks[-1].timeline + (self._received - self._chunks[-1].content)
             if self._chunks
@@ -311,6 +323,18 @@ class WordClock:
         self._chunk_starts.append(self._received)
         self._received += len(pcm) / 2 / self.sample_rate
         self._measure(pcm)
+        return self._due()
+
+    def tick(self, now: float) -> list[TimedWord]:
+        """Time passed (``now`` on the clock given to :meth:`audio`): words whose playback is near
+        are due."""
+        self._now = max(self._now, now)
+        return self._due()
+
+    def stop(self) -> list[TimedWord]:
+        """No more audio will come, though the turn is not complete (it failed): the words the
+        audio covers are due now, however far their playback is; the rest never will be."""
+        self._stopped = True
         return self._due()
 
     def synthesis_final(self) -> list[TimedWord]:
@@ -608,9 +632,13 @@ class WordClock:
             settled.append(is_settled)
             margins.append(margin)
             last = k
-            if not self._finished and (start > self._received or (k > first and not is_settled)):
-                # No word from here on can be due: past the audio, or held for a start to
-                # settle. (Laying them out would only cost time on every chunk.)
+            if not self._finished and (
+                start > self._received
+                or (k > first and not is_settled)
+                or (not self._stopped and self._timeline(start) > self._playing + RELEASE_LEAD_S)
+            ):
+                # No word from here on can be due: past the audio, held for a start to settle,
+                # or far from playing. (Laying them out would only cost time on every chunk.)
                 break
         if last + 1 < len(units):
             end_of_laid = units[last + 1].start if marks[last + 1] is None else marks[last + 1]
@@ -664,15 +692,25 @@ class WordClock:
             )
             if not (complete or position + GUARD_S <= self._received):
                 break
+            seconds = self._timeline(position)
+            if not (self._finished or self._stopped) and seconds > self._playing + RELEASE_LEAD_S:
+                # Its playback is far: audio still to come may place it better.
+                break
             # A released time is final, so a later, better estimate may not put a word before
             # one already released.
-            self._last_seconds = max(self._timeline(position), self._last_seconds)
+            self._last_seconds = max(seconds, self._last_seconds)
             if i == self._units[first + n].first:
                 self._units[first + n].released = True
             word = self._words[i]
             out.append(TimedWord(word.text, self._last_seconds, word.spaced))
         self._released += len(out)
         return out
+
+    @property
+    def _playing(self) -> float:
+        """How far the turn's audio has played, at the latest time told: from its first arrival
+        (playback starts no earlier)."""
+        return self._now - self._first_arrival if self._first_arrival is not None else 0.0
 
     def _timeline(self, position: float) -> float:
         """Where ``position`` in the audio falls on the playback timeline."""

@@ -3,6 +3,8 @@ pipecat conventions around a turn (connection events, TTFA, tracing)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -190,6 +192,57 @@ async def test_a_sentence_the_llm_writes_for_longer_than_pipecats_idle_wait_stay
     said = "The first sentence plays at once. And this one came slowly."
     assert [f.text for f in words] == said.split()
     assert started_and_stopped(down)[0] == 1, "one audio context for the whole reply"
+
+
+async def test_words_whose_audio_came_early_go_out_as_playback_reaches_them_without_more_audio(
+    monkeypatch,
+):
+    # All of a sentence's audio arrives at once, and the LLM then writes nothing for seconds: no
+    # more audio, no frame. Its words wait for their playback to come near; only time can make
+    # them due, so the service tells the word clock the time while they wait, and a barge-in
+    # three seconds in finds the words played by then already handed to pipecat.
+    sentence = (
+        "Here is a sentence that takes a few seconds to say out loud, word by word, to its end."
+    )
+    handed: list[tuple[float, float]] = []
+    first_audio: list[float] = []
+    add_word_timestamps, audio = TelnyxTTSService.add_word_timestamps, WordClock.audio
+
+    async def add_and_note(self, word_times, *args, **kwargs):
+        handed.extend((time.monotonic(), seconds) for _, seconds in word_times)
+        return await add_word_timestamps(self, word_times, *args, **kwargs)
+
+    def audio_and_note(self, pcm, now, **kwargs):
+        first_audio.append(now)
+        return audio(self, pcm, now, **kwargs)
+
+    monkeypatch.setattr(TelnyxTTSService, "add_word_timestamps", add_and_note)
+    monkeypatch.setattr(WordClock, "audio", audio_and_note)
+    async with TelnyxEmulator(signal="tone", faults=Faults.fast()) as emu:
+        tts = make_tts(emu)
+        frames = [
+            LLMFullResponseStartFrame(),
+            LLMTextFrame(sentence + " "),
+            # (The next word tells pipecat's sentence aggregator the sentence has ended.)
+            LLMTextFrame("Then"),
+            Until(lambda: any(c.syntheses for c in emu.connections)),
+            SleepFrame(3.0),
+            Push(InterruptionFrame()),
+            LLMFullResponseEndFrame(),
+        ]
+        down, up = await run(gated(tts), frames)
+    assert not errors(up)
+    cut = next(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame))
+    before = [f.text for f in text_frames(down[:cut])]
+    # The tone signal speaks 14.5 characters a second: by 2 s (a second short of the barge-in)
+    # the words in its first 29 characters have started.
+    started = len(sentence[:29].split())
+    assert before == sentence.split()[: len(before)]
+    assert len(before) >= started, (before, started)
+    # Each word reaches pipecat well before it plays (the clock is asked often, not once a
+    # second), except those due as soon as the audio came.
+    ahead = [first_audio[0] + seconds - at for at, seconds in handed if seconds > 1.5]
+    assert ahead and min(ahead) > 0.5, ahead
 
 
 async def test_text_written_without_spaces_is_pushed_a_character_at_a_time_with_its_spacing():

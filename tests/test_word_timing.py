@@ -12,6 +12,7 @@ import pytest
 from pipecat_telnyx_tts.word_timing import (
     GUARD_S,
     PRIOR_SECONDS_PER_SYLLABLE,
+    RELEASE_LEAD_S,
     TimedWord,
     WordClock,
     pause_after,
@@ -436,10 +437,12 @@ def test_words_already_out_are_not_moved_by_a_seam_that_comes_later():
     clock = WordClock(RATE)
     words = clock.text_sent(first + " ", flush=True)
     words += clock.text_sent(second + " ", flush=True)
-    words += feed_files(clock, [*halves(one), *halves(two)])
+    # In real time, so that playback is close to the seam when it comes.
+    *earlier, later = [*halves(one), *halves(two)]
+    words += feed_files(clock, earlier, pace=1.0)
+    assert "The" in [w.word for w in words], "the second synthesis has begun to go out"
+    words += feed_files(clock, [later], at=seconds(b"".join(earlier)), pace=1.0)
     truth = [seconds(one) + s for s in starts_two]
-    # Only the words the guard holds at the audio's end (the last two) wait for the turn's end.
-    assert len(words) - 9 >= len(truth) - 2, "words the audio covers go out as it arrives"
     words += clock.finish()
     assert [w.word for w in words[9:]] == second.split()
     assert max(abs(w.seconds - t) for w, t in zip(words[9:], truth, strict=True)) < 0.3
@@ -496,3 +499,75 @@ def test_the_audio_analysis_buffer_grows_by_doubling_not_by_each_chunk():
             buffers.append(clock._energy)
     frames = seconds(pcm) / 0.01
     assert len(buffers) <= math.log2(frames) + 2, len(buffers)
+
+
+def released_at(clock: WordClock, pcm: bytes, *, pace: float) -> list[tuple[TimedWord, float]]:
+    """Feed ``pcm`` at ``pace`` and tell the clock the time every 0.1 s between chunks, up to
+    the audio's playback end; each word with the playback position when it came out."""
+    out: list[tuple[TimedWord, float]] = []
+    step = round(RATE * 0.1) * 2
+    t = 0.0
+    for i in range(0, len(pcm), step):
+        t = i / 2 / RATE / pace
+        out += [(w, t) for w in clock.audio(pcm[i : i + step], t)]
+    while t < seconds(pcm):
+        t += 0.1
+        out += [(w, t) for w in clock.tick(t)]
+    return out
+
+
+def test_a_word_goes_out_only_when_its_playback_is_near():
+    # Audio at 2.4 times real time: the word clock waits, for each word, until playback is
+    # within RELEASE_LEAD_S of it, so what arrives meanwhile can still place it.
+    text = "One two three four five six seven eight nine ten eleven twelve thirteen."
+    pcm, _ = speech(text)
+    clock = WordClock(RATE)
+    clock.text_sent(text + " ", flush=True)
+    out = released_at(clock, pcm, pace=2.4)
+    assert [w.word for w, _ in out] == text.split()[: len(out)]
+    assert len(out) >= len(text.split()) - 2
+    assert all(w.seconds <= playing + RELEASE_LEAD_S + 1e-9 for w, playing in out)
+
+
+def test_a_synthesis_whose_end_is_marked_before_its_words_play_is_timed_by_it():
+    # A voice 20 % faster than the prior, no pause to go by, audio 2.4 times real time: the
+    # next synthesis's frame marks where this one ends while most of its words are still to
+    # play, and words held until their playback is near are placed by it, not by the rate.
+    first = " ".join(["one two three four five six seven eight nine ten"] * 3)
+    one, starts = speech(first, per_syllable=0.8 * PRIOR_SECONDS_PER_SYLLABLE)
+    two, _ = speech("Eleven twelve", per_syllable=0.8 * PRIOR_SECONDS_PER_SYLLABLE)
+    clock = WordClock(RATE)
+    clock.text_sent(first + " ", flush=True)
+    clock.text_sent("Eleven twelve ", flush=True)
+    out = [(w, 0.0) for w in clock.announced(first, carries_audio=True)]
+    step = round(RATE * 0.1) * 2
+    for i in range(0, len(one), step):
+        t = i / 2 / RATE / 2.4
+        out += [(w, t) for w in clock.audio(one[i : i + step], t)]
+    marked = t = seconds(one) / 2.4
+    out += [(w, t) for w in clock.announced("Eleven twelve", carries_audio=True)]
+    out += [(w, t) for w in clock.audio(two, t)]
+    while t < seconds(one):
+        t += 0.1
+        out += [(w, t) for w in clock.tick(t)]
+    assert [w.word for w, _ in out][:30] == first.split()
+    after = [(w, s) for (w, t), s in zip(out[:30], starts, strict=True) if t >= marked]
+    assert len(after) >= 15, "most words wait for their playback"
+    # (The first of them may not go before words already out, placed late by the rate.)
+    assert max(abs(w.seconds - s) for w, s in after[-10:]) < 0.03
+
+
+def test_a_failed_turn_releases_the_words_its_audio_covers_and_no_more():
+    # The socket failed: no more audio, so waiting for playback gains nothing. The words the
+    # audio that came covers will play and are due now; the rest never will be.
+    text = "One two three four five six seven eight nine ten eleven twelve thirteen."
+    pcm, starts = speech(text)
+    clock = WordClock(RATE)
+    clock.text_sent(text + " ", flush=True)
+    cut = len(pcm) // 2 // 2 * 2
+    held = clock.audio(pcm[:cut], 0.0)
+    out = held + clock.stop()
+    covered = [i for i, s in enumerate(starts) if s + GUARD_S <= seconds(pcm[:cut]) - 0.1]
+    assert len(out) >= len(covered) > len(held)
+    assert all(starts[i] < seconds(pcm[:cut]) for i in range(len(out)))
+    assert clock.unreleased_text == " ".join(text.split()[len(out) :])
