@@ -24,11 +24,15 @@ RATE = 16000
 
 
 def speech(
-    text: str, *, per_syllable: float = PRIOR_SECONDS_PER_SYLLABLE, lead: float = 0.0
+    text: str,
+    *,
+    per_syllable: float = PRIOR_SECONDS_PER_SYLLABLE,
+    lead: float = 0.0,
+    comma_pause: float | None = None,
 ) -> tuple[bytes, list[float]]:
-    """A voiced burst per word, as long as its weight, silence at punctuation; and the start
-    of every word. (The weight model itself is measured by the context benchmark against
-    espeak-ng and uniform-per-character speech.)"""
+    """A voiced burst per word, as long as its weight, silence at punctuation (``comma_pause``
+    seconds at a comma, if given); and the start of every word. (The weight model itself is
+    measured by the context benchmark against espeak-ng and uniform-per-character speech.)"""
     pieces = [np.zeros(round(lead * RATE), dtype=np.int16)]
     starts: list[float] = []
     t = lead
@@ -40,6 +44,8 @@ def speech(
         pieces.append(tone.astype(np.int16))
         t += n / RATE
         pause = round(pause_after(word) * per_syllable * RATE)
+        if comma_pause is not None and word.endswith(","):
+            pause = round(comma_pause * RATE)
         pieces.append(np.zeros(pause, dtype=np.int16))
         t += pause / RATE
     return np.concatenate(pieces).astype("<i2").tobytes(), starts
@@ -501,6 +507,21 @@ def test_the_audio_analysis_buffer_grows_by_doubling_not_by_each_chunk():
     assert len(buffers) <= math.log2(frames) + 2, len(buffers)
 
 
+def test_no_word_is_placed_inside_a_pause_however_long_it_is():
+    # Words share a synthesis's speech; its pauses are where the audio is silent. A voice that
+    # stops for 0.7 s at a comma (the punctuation predicts 0.16) puts every word after the
+    # comma 0.5 s later than a share of the whole synthesis would.
+    text = "Well, after a long pause the words go on, and on, just as before."
+    pcm, starts = speech(text, comma_pause=0.7)
+    clock = WordClock(RATE)
+    words = clock.text_sent(text + " ", flush=True)
+    words += clock.announced(text, carries_audio=True)
+    words += clock.audio(pcm, 0.0)
+    words += clock.finish()
+    assert [w.word for w in words] == text.split()
+    assert max(abs(w.seconds - t) for w, t in zip(words, starts, strict=True)) < 0.03
+
+
 def released_at(clock: WordClock, pcm: bytes, *, pace: float) -> list[tuple[TimedWord, float]]:
     """Feed ``pcm`` at ``pace`` and tell the clock the time every 0.1 s between chunks, up to
     the audio's playback end; each word with the playback position when it came out."""
@@ -514,6 +535,29 @@ def released_at(clock: WordClock, pcm: bytes, *, pace: float) -> list[tuple[Time
         t += 0.1
         out += [(w, t) for w in clock.tick(t)]
     return out
+
+
+def test_inside_a_long_sentence_the_rate_follows_the_pauses_at_its_commas():
+    # A 45-word sentence spoken 15 % faster than the prior, in real time, its end unknown:
+    # by the rate so far its last words would be placed a second late. Each pause at a comma
+    # shows how far the voice has got.
+    text = (
+        "Thanks for waiting, I spoke with the billing team and they confirmed that the "
+        "duplicate charge was a mistake on our side, that it has already been reversed, and "
+        "that your next statement will show the correction within three to five days, so "
+        "there is nothing more you need to do today."
+    )
+    assert len(text.split()) >= 45
+    pcm, starts = speech(text, per_syllable=0.85 * PRIOR_SECONDS_PER_SYLLABLE)
+    clock = WordClock(RATE)
+    clock.text_sent(text + " ", flush=True)
+    out = released_at(clock, pcm, pace=1.0)
+    errors = [abs(w.seconds - starts[i]) for i, (w, _) in enumerate(out)]
+    assert len(out) >= 40, "words go out as the audio arrives"
+    # Off by the rate until the pauses tell it (the prior outweighs the first few): never
+    # by two words, and not drifting further once they have.
+    assert max(errors) < 0.7, max(errors)
+    assert max(errors[25:]) < 0.5, max(errors[25:])
 
 
 def test_a_word_goes_out_only_when_its_playback_is_near():
@@ -571,3 +615,21 @@ def test_a_failed_turn_releases_the_words_its_audio_covers_and_no_more():
     assert len(out) >= len(covered) > len(held)
     assert all(starts[i] < seconds(pcm[:cut]) for i in range(len(out)))
     assert clock.unreleased_text == " ".join(text.split()[len(out) :])
+
+
+def test_a_silence_too_short_to_be_a_pause_is_part_of_its_word():
+    # A stop consonant ("t" in "butter") silences the voice for a few tens of milliseconds,
+    # inside a word: that time is the word's, or words full of stops would look short.
+    text = "Put it on the table, but do not tip the cup. Then we are done here for today."
+    pcm, starts = speech(text)
+    samples = np.frombuffer(pcm, dtype="<i2").copy()
+    for i, word in enumerate(text.split()[:10]):
+        middle = round((starts[i] + speaking_weight(word) * PRIOR_SECONDS_PER_SYLLABLE / 2) * RATE)
+        samples[middle - round(0.04 * RATE) : middle + round(0.04 * RATE)] = 0
+    clock = WordClock(RATE)
+    words = clock.text_sent(text + " ", flush=True)
+    words += clock.announced(text, carries_audio=True)
+    words += feed(clock, samples.astype("<i2").tobytes())
+    words += clock.finish()
+    assert [w.word for w in words] == text.split()
+    assert max(abs(w.seconds - t) for w, t in zip(words, starts, strict=True)) < 0.03
