@@ -19,7 +19,8 @@ What is known, and what each contributes:
   by the speaking rate measured on the syntheses already complete.
 - The speaking rate inside a synthesis whose end is not known yet: the rate measured so far,
   corrected by the pauses its audio has so far, matched to its commas (a 45-word sentence spoken
-  8 % faster than the rate says is otherwise a second out by its end).
+  8 % faster than the rate says is otherwise a second out by its end). When its audio stops
+  after a pause, with the speech all its words need, it has ended.
 - Speech onset, found as sound after silence in the PCM: where the first word of a synthesis
   starts once its start is known.
 - The playback timeline: pipecat times words from the first audio of the context and assumes the
@@ -69,6 +70,8 @@ PAUSE_MATCH_SHARE = 0.06
 speech before it) of where the rate puts the comma."""
 PAUSE_SNAP_S = 0.05
 """A word placed within this much speech of a pause starts at the pause's end."""
+IDLE_S = 0.5
+"""Audio that has not come for this long, after a pause, may be a synthesis's end."""
 RATE_SEARCH = (0.8, 1.25)
 """How far from the rate so far the rate inside a synthesis is looked for."""
 ESTIMATED_START_MARGIN_S = 0.2
@@ -279,6 +282,8 @@ class WordClock:
     _last_seconds: float = 0.0
     _now: float = 0.0
     """The latest time told (``audio`` or ``tick``), on the caller's clock."""
+    _last_arrival: float = 0.0
+    """When audio last came."""
     _stopped: bool = False
     """No more audio comes, though the turn is not complete (see :meth:`stop`)."""
 
@@ -350,7 +355,7 @@ class WordClock:
         self._last_frame = len(pcm)
         if self._first_arrival is None:
             self._first_arrival = now
-        self._now = max(self._now, now)
+        self._now = self._last_arrival = max(self._now, now)
         previous_end = (
             self._chunks[-1].timeline + (self._received - self._chunks[-1].content)
             if self._chunks
@@ -800,6 +805,9 @@ class WordClock:
             spoken = self._spoken[stops[k]] - self._spoken[unit.first]
             # Its audio is all in once the audio reaches the settled start of the next one.
             whole = n + 1 < len(settled) and settled[n + 1] and end <= self._received
+            last_of_turn = k == len(units) - 1 and marks[-1] is None
+            if end > self._received and last_of_turn and self._ended_early(unit, spoken, talk):
+                whole, end = True, self._received
             if end <= self._received and spoken > 0:
                 # Its words share its own speech, up to its (estimated) end.
                 offset = self._offset(end, onset)
@@ -812,6 +820,21 @@ class WordClock:
             else:
                 spans.append(_Span(unit.first, onset, unit.onset, self._pace(unit, stops[k], talk)))
         return spans, bounds, settled
+
+    def _ended_early(self, unit: _Unit, spoken: float, rate: float) -> bool:
+        """Whether the synthesis the audio ends in has, by all signs, ended, though nothing
+        marked its end: a voice faster than the rate leaves its last words placed past the
+        audio, where they would wait, unrecorded, for a mark that comes only with the next
+        sentence. Its audio ends in a pause; it has as much speech as the fastest rate looked
+        for gives its words (a stream that stalled mid-sentence has much less); and no audio has
+        come for a while."""
+        pause = (self._frames - self._classified) * FRAME_S >= MIN_PAUSE_S
+        speech = self._speech_at(self._received) - self._speech_at(unit.onset)
+        return (
+            pause
+            and speech >= RATE_SEARCH[0] * rate * spoken
+            and self._now - self._last_arrival >= IDLE_S
+        )
 
     def _position(self, span: _Span, i: int) -> float:
         """Where word ``i`` starts: where its unit's speech, at the unit's rate, reaches the

@@ -633,3 +633,33 @@ def test_a_silence_too_short_to_be_a_pause_is_part_of_its_word():
     words += clock.finish()
     assert [w.word for w in words] == text.split()
     assert max(abs(w.seconds - t) for w, t in zip(words, starts, strict=True)) < 0.03
+
+
+def test_a_synthesis_that_ended_unmarked_gives_its_last_words_before_playback_reaches_them():
+    # Nothing marks where the last synthesis ends (the next sentence is still being written),
+    # and the voice is 15 % faster than the rate: its last words are placed past the audio. Its
+    # audio ends in a pause, holds the speech of all its words at the fastest rate looked for,
+    # and no more has come for a while: it has ended, and its words share its speech.
+    text = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen."
+    pcm, starts = speech(text, per_syllable=0.85 * PRIOR_SECONDS_PER_SYLLABLE)
+    clock = WordClock(RATE)
+    clock.text_sent(text + " ", flush=True)
+    out = released_at(clock, pcm, pace=2.4)
+    assert [w.word for w, _ in out] == text.split()
+    assert all(playing <= w.seconds for w, playing in out[-3:]), "out before they play"
+    # (Words out earlier, placed late by the rate, hold the ones after them back a little.)
+    assert out[-1][0].seconds == pytest.approx(starts[-1], abs=0.05)
+
+
+def test_a_stream_that_stops_at_a_pause_mid_sentence_is_not_taken_for_its_end():
+    # The audio stops at a comma halfway through the sentence (a server that stalls): the
+    # speech so far is far short of what the rest of the words need, so they wait.
+    text = "One two three four five six seven eight, nine ten eleven twelve thirteen fourteen."
+    pcm, starts = speech(text)
+    half = round((starts[8] - 0.05) * RATE) * 2
+    clock = WordClock(RATE)
+    clock.text_sent(text + " ", flush=True)
+    out = released_at(clock, pcm[:half], pace=2.4)
+    for t in range(30):
+        out += [(w, 0.0) for w in clock.tick(seconds(pcm[:half]) + t * 0.1)]
+    assert [w.word for w, _ in out] == text.split()[:8]
