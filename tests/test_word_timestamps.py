@@ -4,6 +4,7 @@ pipecat conventions around a turn (connection events, TTFA, tracing)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from opentelemetry import trace
@@ -243,6 +244,28 @@ async def test_words_whose_audio_came_early_go_out_as_playback_reaches_them_with
     # second), except those due as soon as the audio came.
     ahead = [first_audio[0] + seconds - at for at, seconds in handed if seconds > 1.5]
     assert ahead and min(ahead) > 0.5, ahead
+
+
+async def test_every_mp3_file_start_reaches_the_word_clock(monkeypatch):
+    # A live synthesis comes as several MP3 files; each file's start is a seam where a synthesis
+    # may have ended, which the word clock looks for when nothing on the wire marks a boundary.
+    flags: list[bool] = []
+    audio = WordClock.audio
+
+    def audio_and_note(self, pcm, now, *, new_file=False):
+        flags.append(new_file)
+        return audio(self, pcm, now, new_file=new_file)
+
+    monkeypatch.setattr(WordClock, "audio", audio_and_note)
+    faults = replace(Faults.fast(), mp3_files=2)
+    async with TelnyxEmulator(lifecycle="observed", signal="tone", faults=faults) as emu:
+        tts = make_tts(emu, audio_format="mp3")
+        down, up = await run(tts, llm_turn(*REPLY))
+    assert not errors(up)
+    syntheses = [s for c in emu.connections for s in c.syntheses if s.audio_seconds]
+    assert len(syntheses) >= 3
+    assert sum(flags) == 2 * len(syntheses), flags
+    assert [f.text for f in text_frames(down)] == TEXT.split()
 
 
 async def test_text_written_without_spaces_is_pushed_a_character_at_a_time_with_its_spacing():
