@@ -74,6 +74,18 @@ async def test_a_failed_turn_records_what_played_and_names_the_rest(fault, monke
     assert 0 < len(recorded) < len(REPLY[0].split()), "the fault cut the first sentence"
 
 
+async def test_a_turn_that_fails_with_its_audio_far_ahead_of_playback_records_what_played():
+    # Audio at four times real time, then the connection drops: words are handed to pipecat only
+    # as their playback nears, so at the failure most words of the audio that came still wait.
+    # No more audio will come, so they are due at once, or the context would lose what played.
+    faults = Faults.fast(pace=4.0, chunk_ms=200, fault_count=1, drop_after_chunks=20)
+    async with TelnyxEmulator(signal="tone", faults=faults) as emu:
+        tts = make_tts(emu)
+        down, up = await run(tts, llm_turn(*REPLY))
+    recorded = check_context(emu, down, up)
+    assert len(recorded) > len(REPLY[0].split()), "the audio that came ran past a sentence"
+
+
 async def test_a_send_that_stalls_records_what_played_and_names_the_rest(monkeypatch):
     """The server stops reading after the first sentence's third chunk, so the reply's later
     text backs up until a send blocks; the send timeout aborts the socket."""
