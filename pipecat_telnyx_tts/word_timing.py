@@ -134,6 +134,12 @@ def speaking_weight(word: str) -> float:
     return VOWEL_SHARE * beats + (1 - VOWEL_SHARE) * max(1.0, (letters + 1) / 3)
 
 
+def _with_prior(seconds: float, weight: float, prior: float = PRIOR_SECONDS_PER_SYLLABLE) -> float:
+    """A rate measured as ``seconds`` over ``weight``, pulled toward ``prior`` by
+    ``PRIOR_WEIGHT`` units of weight."""
+    return (seconds + prior * PRIOR_WEIGHT) / (weight + PRIOR_WEIGHT)
+
+
 def pause_after(word: str) -> float:
     """The pause a speaker leaves after ``word``, in syllables: longer at a sentence end."""
     if _MAJOR_PAUSE.search(word):
@@ -494,13 +500,14 @@ class WordClock:
                 speech[a:b] = True
             else:
                 self._pauses.append((start + a, start + b))
-                self._pause_speech.append(float(self._speech[start]) + float(speech[:a].sum()))
         if start + done + 1 > len(self._speech):
             grown = np.zeros(max(2 * len(self._speech), start + done + 1))
             grown[: start + 1] = self._speech[: start + 1]
             self._speech = grown
         self._speech[start + 1 : start + done + 1] = self._speech[start] + np.cumsum(speech[:done])
         self._classified = start + done
+        for a, _ in self._pauses[len(self._pause_speech) :]:
+            self._pause_speech.append(float(self._speech[a]))
 
     def _speech_at(self, position: float) -> float:
         """Seconds of speech in the audio before ``position``; past the audio received, as if
@@ -636,16 +643,12 @@ class WordClock:
                 self._talked += self._speech_at(offset) - self._speech_at(unit.onset)
                 self._talked_weight += self._spoken[following.first] - self._spoken[unit.first]
             self._measured += 1
-        return (self._spent + PRIOR_SECONDS_PER_SYLLABLE * PRIOR_WEIGHT) / (
-            self._spent_weight + PRIOR_WEIGHT
-        )
+        return _with_prior(self._spent, self._spent_weight)
 
     def _talk_rate(self) -> float:
         """Seconds of speech (pauses left out) per unit of weight, measured like :meth:`_rate`
         (which must run first)."""
-        return (self._talked + PRIOR_SECONDS_PER_SYLLABLE * PRIOR_WEIGHT) / (
-            self._talked_weight + PRIOR_WEIGHT
-        )
+        return _with_prior(self._talked, self._talked_weight)
 
     def _pace(self, unit: _Unit, stop: int, rate: float) -> float:
         """The rate inside ``unit`` (words up to ``stop``), whose end is not in the audio yet:
@@ -672,8 +675,7 @@ class WordClock:
                 if self._words[k].pause
             ]
         )
-        base = self._speech_at(unit.onset)
-        pauses = np.array([self._speech[a] * FRAME_S - base for a, _ in self._pauses[first:]])
+        pauses = np.array(self._pause_speech[first:]) * FRAME_S - self._speech_at(unit.onset)
         if len(commas) and len(pauses):
             rates = np.linspace(RATE_SEARCH[0] * rate, RATE_SEARCH[1] * rate, 46)
             # distance[r, p, c]: pause p from comma c at rate r.
@@ -687,17 +689,16 @@ class WordClock:
                 ties = commas[distance[best].argmin(axis=1)][matched[best]]
                 furthest = int(ties.argmax())
                 pause = pauses[matched[best]][furthest]
-                pace = (pause + rate * PRIOR_WEIGHT) / (ties[furthest] + PRIOR_WEIGHT)
+                pace = _with_prior(pause, ties[furthest], rate)
         unit.pace = (key, pace)
         return float(pace)
 
-    def _layout(self, first: int) -> tuple[list[_Span], list[float], list[bool]]:
-        """Where the speech of each unit from ``first`` on lies in the audio, where those units
-        start (and, last, where the last one laid out ends), and whether each start is settled
-        (marked, or found in audio that has all arrived). Units wholly beyond the audio received
-        are left out unless the turn is finished: none of their words can be due. Words are
-        placed by :meth:`_position` only when asked, so a chunk costs the words it releases,
-        not every word of the synthesis."""
+    def _layout(self, first: int) -> tuple[list[_Span], list[bool]]:
+        """Where the speech of each unit from ``first`` on lies in the audio, and whether each
+        unit's start is settled (marked, or found in audio that has all arrived). Units beyond
+        the audio received or far from playing are left out unless the turn is finished: none
+        of their words can be due. Words are placed by :meth:`_position` only when asked, so a
+        chunk costs the words it releases, not every word of the synthesis."""
         units = self._units
         total = len(self._words)
         stops = [u.first for u in units[1:]] + [total]
@@ -819,7 +820,7 @@ class WordClock:
                 spans.append(_Span(unit.first, onset, unit.onset, speech / spoken, whole=whole))
             else:
                 spans.append(_Span(unit.first, onset, unit.onset, self._pace(unit, stops[k], talk)))
-        return spans, bounds, settled
+        return spans, settled
 
     def _ended_early(self, unit: _Unit, spoken: float, rate: float) -> bool:
         """Whether the synthesis the audio ends in has, by all signs, ended, though nothing
@@ -862,7 +863,7 @@ class WordClock:
         if self._released >= len(self._words) or (not self._chunks and not self._finished):
             return []
         first = bisect.bisect_right(self._firsts, self._released) - 1
-        spans, _, settled = self._layout(first)
+        spans, settled = self._layout(first)
         out: list[TimedWord] = []
         for i in range(self._released, len(self._words)):
             n = bisect.bisect_right(self._firsts, i) - 1 - first
